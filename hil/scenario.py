@@ -216,7 +216,7 @@ from flight.config import board_limit_problem
 from flight.hal.boards import BoardProfileError, available_boards, load_board
 from flight.link.definitions import DICTIONARY, ORDERED_PARAMETERS
 from flight.link.dictionary import ArgumentError
-from flight.storage import ReadRefused, read_limited
+from flight.storage import ReadRefused, printable, read_limited
 from hil.link_proxy import DURATIONS, PROBABILITIES, DirectionFaults, LinkFaults
 from hil.physics.solar import ATTITUDES, POINTINGS
 from hil.profiles.generate import GENERATOR, ORBIT_KEYS, orbit_from_description, parse_epoch, replay_check
@@ -509,8 +509,8 @@ class _Checker:
         wanted = "a whole number" if integer else "a number"
         if isinstance(value, bool) or not isinstance(value, numbers.Real):  # numpy's numbers too (campaigns)
             raise self.fail(name, f"expected {wanted}, got {value!r}")
-        if not math.isfinite(value):
-            raise self.fail(name, f"expected a finite number, got {value!r}")
+        if not _finite(value):
+            raise self.fail(name, f"expected a finite number, got {value!r}"[:200])
         if integer and value != int(value):
             raise self.fail(name, f"expected a whole number, got {value!r}")
         note = f" ({why})" if why else ""
@@ -549,6 +549,15 @@ class _Checker:
         if not isinstance(value, str) or value not in choices:
             raise self.fail(self.path(where, key), _choice_message(value, choices, what))
         return value
+
+
+def _finite(value: Any) -> bool:
+    """math.isfinite that answers False for a whole number past a float's range: TOML's integers have no bound
+    in the parser (found in audit: a 400-digit at_s or duration_s raised OverflowError, an internal error)."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
 
 
 def _kind(value: Any) -> str:
@@ -708,7 +717,7 @@ def _load_steps(c: _Checker, power: dict[str, Any], duration_s: float) -> tuple[
     for i, step in enumerate(steps):
         key = f"power.load_steps[{i}]"
         if not (isinstance(step, list) and len(step) == 2 and all(
-                isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v) for v in step)):
+                isinstance(v, numbers.Real) and not isinstance(v, bool) and _finite(v) for v in step)):
             raise c.fail(key, f"an [at_s, extra_w] pair of numbers, got {step!r}"[:200])
         at_s, extra_w = float(step[0]), float(step[1])
         if not 0.0 <= at_s <= duration_s:
@@ -861,9 +870,9 @@ def _array(c: _Checker, raw: dict[str, Any]) -> dict[str, Any] | None:
 
 def _normal(c: _Checker, normal: Any, key: str, frame: str) -> list[float]:
     if (not isinstance(normal, list) or len(normal) != 3
-            or not all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in normal)
+            or not all(isinstance(x, (int, float)) and not isinstance(x, bool) and _finite(x) for x in normal)
             or not any(normal)):
-        raise c.fail(key, f"three finite numbers, not all zero ({frame}), got {normal!r}")
+        raise c.fail(key, f"three finite numbers, not all zero ({frame}), got {normal!r}"[:300])
     return [float(x) for x in normal]
 
 
@@ -884,16 +893,24 @@ def _profile_or_orbit(c: _Checker, raw: dict[str, Any], base_dir: Path | None,
     if "profile" in raw:
         text = c.string(raw, "profile", "", None)
         profile = Path(text)
-        if not profile.is_absolute():
-            candidates = [Path.cwd() / profile] + ([base_dir / profile] if base_dir else [])
-            found = [p for p in candidates if p.exists()]
-            if len(found) == 2 and not _same_file(*found):  # found in audit: the run flew the one the working
-                # directory gave, another profile from another folder, and its report said neither
-                raise c.fail("profile", f"{text!r} names two files, {found[0]} (from the working directory) and "
-                                        f"{found[1]} (from the scenario's folder): give an absolute path or rename one")
-            profile = found[0] if found else candidates[0]
-        if not profile.exists():
-            raise c.fail("profile", f"{profile} does not exist")
+        try:  # a name too long for the file system, or a NUL in it (found in audit: OSError, an internal error)
+            if not profile.is_absolute():
+                candidates = [Path.cwd() / profile] + ([base_dir / profile] if base_dir else [])
+                found = [p for p in candidates if p.exists()]
+                if len(found) == 2 and not _same_file(*found):  # found in audit: the run flew the one the working
+                    # directory gave, another profile from another folder, and its report said neither
+                    raise c.fail("profile", f"{text!r} names two files, {found[0]} (from the working directory) and "
+                                            f"{found[1]} (from the scenario's folder): give an absolute path or rename "
+                                            "one")
+                profile = found[0] if found else candidates[0]
+            if not profile.exists():
+                raise c.fail("profile", f"{printable(str(profile))[:300]} does not exist")
+        except (OSError, ValueError) as exc:
+            if isinstance(exc, ScenarioError):
+                raise
+            shown = printable(text)
+            shown = shown if len(shown) <= 100 else shown[:100] + "..."
+            raise c.fail("profile", f"{shown!r}: cannot look for it: {getattr(exc, 'strerror', None) or exc}") from None
         try:
             data = replay_check(profile)
         except ProfileError as exc:

@@ -581,3 +581,109 @@ def test_a_corrupt_flux_map_is_named_not_an_internal_error(tmp_path, profile):
         load_or_generate(types.SimpleNamespace(profile=write_profile(Profile(profile.columns, meta, ()),
                                                                      tmp_path / "p.parquet"),
                                                orbit=None, duration_s=10000.0, step_s=10.0))
+
+
+# ------------------------------------------------------------------------------------ files damaged after writing
+@pytest.mark.req("HIL-001")
+def test_a_profile_changed_or_cut_short_after_it_was_written_is_refused_by_its_checksum(tmp_path, profile):
+    """Found in audit: three single-bit flips in four of a shipped Parquet file were read as other values (sun_x
+    -0.47 as -2.9e-109, a proton flux 317 as 138), and a CSV cut at a row's end replayed shorter, no word said."""
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    csv_path = write_profile(profile, tmp_path / "p.csv")
+    lines = csv_path.read_text().split("\n")
+    assert read_profile(csv_path).metadata == json.loads(json.dumps(profile.metadata))  # the digest is the file's own
+    changed = list(lines)
+    cells = changed[-2].split(",")
+    cells[4] = repr(float(cells[4]) + 1.0)  # the last row's r_x_km a kilometre off
+    changed[-2] = ",".join(cells)
+    (tmp_path / "changed.csv").write_text("\n".join(changed))
+    (tmp_path / "cut.csv").write_text("\n".join(lines[:-2] + [""]))  # the last row gone, as a copy cut short
+    for name in ("changed.csv", "cut.csv"):
+        with pytest.raises(ProfileError, match=f"{name}: metadata content_sha256 does not match") as err:
+            read_profile(tmp_path / name)
+        assert err.value.column == "content_sha256" and "\n" not in str(err.value)
+    # The message's way out: an edit flown on purpose, its digest deleted.
+    unsigned = [line for line in changed if '"content_sha256"' not in line]
+    (tmp_path / "edited.csv").write_text("\n".join(unsigned))
+    assert read_profile(tmp_path / "edited.csv").columns["r_x_km"][-1] != profile.columns["r_x_km"][-1]
+
+    pq_path = write_profile(profile, tmp_path / "p.parquet")
+    table = pq.read_table(pq_path)
+    sun_x = table.column("sun_x").to_numpy().copy()
+    sun_x[len(sun_x) // 2] = -sun_x[len(sun_x) // 2]  # one value changed, pyarrow reads the file as well as before
+    damaged = table.set_column(table.schema.get_field_index("sun_x"), "sun_x", pa.array(sun_x))
+    pq.write_table(damaged.replace_schema_metadata(table.schema.metadata), tmp_path / "changed.parquet")
+    with pytest.raises(ProfileError, match="changed.parquet: metadata content_sha256 does not match"):
+        read_profile(tmp_path / "changed.parquet")
+
+
+@pytest.mark.req("HIL-001")
+def test_a_parquet_footer_whose_column_name_is_not_utf8_is_bad_input_not_an_internal_error(tmp_path, profile):
+    """Found in audit: a bit flipped in a column's name in the footer raised pyarrow's UnicodeDecodeError
+    (sunlit-hil replay and run: internal error, exit 3)."""
+    pytest.importorskip("pyarrow")
+    data = write_profile(profile, tmp_path / "p.parquet").read_bytes()
+    (tmp_path / "bad.parquet").write_bytes(data.replace(b"solar_power_w", b"\xf8olar_power_w"))
+    with pytest.raises(ProfileError, match="bad.parquet: not a readable Parquet file: .*utf-8") as err:
+        read_profile(tmp_path / "bad.parquet")
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.req("HIL-001")
+def test_a_write_that_fails_leaves_the_old_profile_and_no_temporary_file(tmp_path, profile):
+    """Found in audit: a full disk (here a file-size limit) left .p.csv.tmp beside the profile, and the file was
+    renamed into place with no fsync (a power cut could leave it empty)."""
+    write_profile(profile, tmp_path / "p.csv")
+    before = (tmp_path / "p.csv").read_bytes()
+    script = (
+        "import resource, signal, sys\n"
+        "from hil.profiles import read_profile, write_profile\n"
+        "p = read_profile(sys.argv[1])\n"
+        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, resource.RLIM_INFINITY))\n"
+        "try:\n"
+        "    write_profile(p, sys.argv[1])\n"
+        "except OSError as exc:\n"
+        "    print('refused', exc.errno)\n"
+    )
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path / "p.csv")], capture_output=True, text=True,
+                          timeout=60, cwd=fmt.__file__.rsplit("/hil/", 1)[0])
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("refused")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.csv"]
+    assert (tmp_path / "p.csv").read_bytes() == before
+
+
+@pytest.mark.req("HIL-001")
+def test_a_fifo_or_a_device_named_as_a_profile_is_refused_unread(tmp_path):
+    """Found in audit: a FIFO named as a profile hung sunlit-hil replay (and run) for good; /dev/zero behind a
+    .csv name grew the harness to a MemoryError (exit 3)."""
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "null.csv").symlink_to("/dev/null")
+    with pytest.raises(ProfileError, match="null.csv: not a profile file: not a regular file"):
+        read_profile(tmp_path / "null.csv")
+    os.mkfifo(tmp_path / "fifo.csv")
+    done = subprocess.run([sys.executable, "-m", "hil.cli", "replay", str(tmp_path / "fifo.csv")], capture_output=True,
+                          text=True, timeout=60, cwd=fmt.__file__.rsplit("/hil/", 1)[0])
+    assert done.returncode == 2, done.stderr
+    assert "fifo.csv: not a profile file: not a regular file" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_at_refuses_a_time_a_second_outside_the_profile():
+    """Found in audit: at() held the first and last samples 1.8 s outside the profile (its tolerance was 1e-9 of the
+    Unix time), and answered an infinite time."""
+    p = validate_profile(_minimal())
+    assert p.at(90.0)["solar_power_w"] == 50.0 and p.at(90.0 + 1e-7)["time_s"] == pytest.approx(p.end_s)
+    for rel_s in (91.0, -1.0, math.inf):
+        with pytest.raises(ProfileError, match="outside the profile"):
+            p.at(rel_s)
+    with pytest.raises(ProfileError, match="outside the profile"):
+        p.mean("solar_power_w", 85.0, 6.0)

@@ -574,3 +574,34 @@ def test_the_thermal_table_sizes_the_radiator_the_harness_flies(tmp_path):
     small, large = ClosedLoop(default, tmp_path / "a"), ClosedLoop(sc, tmp_path / "b")
     assert large.thermal.params == params and small.thermal.params == ThermalParams()
     assert large.thermal.board_temp_c < small.thermal.board_temp_c - 5.0
+
+
+@pytest.mark.req("HIL-007")
+@pytest.mark.parametrize("body,key", [
+    ("duration_s = {big}\n", "duration_s"),
+    ("[power]\nload_steps = [[{big}, 1.0]]\n", "power.load_steps[0]"),
+    ("[[commands]]\nat_s = {big}\ncommand = \"NOOP\"\n", "commands[0].at_s"),
+    ("[orbit]\nalt_km = 550.0\ninc_deg = 97.6\nepoch = {big}\n", "orbit.epoch"),
+    ("[orbit]\nalt_km = 550.0\ninc_deg = 97.6\n[array]\nnormal_orbit_frame = [{big}, 0, 0]\n",
+     "array.normal_orbit_frame"),
+])
+def test_a_whole_number_past_a_floats_range_is_an_error_naming_the_key(tmp_path, body, key):
+    """Found in audit: TOML's parser keeps a 400-digit integer whole, and math.isfinite on it raised OverflowError
+    (sunlit-hil run: internal error, exit 3)."""
+    text = body.format(big="9" * 400)
+    path = tmp_path / "big.toml"
+    path.write_text(text if "[orbit]" in text else f'profile = "{SSO}"\n' + text)
+    with pytest.raises(ScenarioError) as err:
+        load_scenario(path)
+    assert err.value.key == key and str(err.value).startswith(f"{path}: {key}: ")
+
+
+@pytest.mark.req("HIL-007")
+def test_a_profile_name_the_file_system_cannot_look_up_is_an_error_naming_the_key(tmp_path):
+    """Found in audit: a profile name longer than a file name may be raised OSError (ENAMETOOLONG) as the scenario
+    was read, an internal error; a NUL in it reached the terminal as it was."""
+    raw = base(profile="p" * 5000 + ".csv")
+    err = error_of(raw)
+    assert err.key == "profile" and "cannot look for it: File name too long" in str(err)
+    err = error_of(base(profile="a\0b.csv"))
+    assert err.key == "profile" and "\0" not in str(err) and "does not exist" in str(err)

@@ -52,6 +52,10 @@ Files:
 - ``.parquet`` (needs pyarrow): one column per profile column, the metadata as JSON in the
   schema metadata under the key ``sunlit.profile``. Exact round trip.
 
+Both carry ``content_sha256`` in their metadata, the SHA-256 of the metadata and the data as written, checked
+when read: a file changed or cut short since is refused (one made elsewhere, without it, is read as it is). A file
+is written atomically (temp file, fsync, rename) and read only if it is a regular file of at most 1 GiB.
+
 A column named like a known one but in another unit (``solar_power_kw``, ``time_ms``,
 ``lat_rad``) is refused rather than guessed at; other unknown columns are kept as they
 are and listed in :attr:`Profile.notes`.
@@ -60,6 +64,7 @@ are and listed in :attr:`Profile.notes`.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import math
@@ -71,15 +76,27 @@ from typing import Any
 
 import numpy as np
 
+from flight.storage import ReadRefused, read_limited, write_atomic
 from hil.physics.thermal import ThermalParams
 
 FORMAT_NAME = "sunlit-profile"
 FORMAT_VERSION = 1
 PARQUET_METADATA_KEY = b"sunlit.profile"
+DIGEST_KEY = "content_sha256"
+"""The metadata key of the SHA-256 :func:`write_profile` puts over the file's metadata and data, checked on read
+where present (a profile made elsewhere has none)."""
+
+MAX_PROFILE_BYTES = 1 << 30
+"""The largest profile file read: a generated profile's million samples (hil.profiles.generate.MAX_STEPS) of every
+column take about 0.4 GB as CSV, less as Parquet."""
 
 GAP_FACTOR = 1.5
 """A time step longer than this times the median step is a gap (the replay would hold
 values across it without anyone noticing)."""
+
+AT_TOLERANCE_S = 1e-6
+"""How far outside its samples :meth:`Profile.at` still answers (with the end sample): a run may be this much
+longer than its profile file (hil.scenario takes it), no more."""
 
 _THERMAL_DEFAULTS = ThermalParams()
 
@@ -268,7 +285,10 @@ class Profile:
         """
         t = self.start_s + float(rel_s)
         time_s = self.columns["time_s"]
-        tolerance_s = 1e-9 * max(1.0, abs(t))
+        # The rounding of start + rel_s (a few ulps of t) and the microsecond a run may outlast its file
+        # (hil.scenario); found in audit: 1e-9 of a Unix time was 1.8 s, so the first sample was held for
+        # 1.7 s before the profile and the last after it, and an infinite rel_s was answered.
+        tolerance_s = AT_TOLERANCE_S + 4.0 * float(np.spacing(abs(t)))
         if not (time_s[0] - tolerance_s <= t <= time_s[-1] + tolerance_s):
             raise ProfileError(
                 f"t = {rel_s:.3f} s from the start is outside the profile, which covers 0 .. {self.duration_s:.3f} s; "
@@ -530,26 +550,60 @@ def _pyarrow():
 
 
 def _file_metadata(profile: Profile) -> dict[str, Any]:
-    meta = dict(profile.metadata)
+    meta = _clean_metadata(dict(profile.metadata))  # a digest read with it is this file's, made again below
     meta["format"] = FORMAT_NAME
     meta["format_version"] = FORMAT_VERSION
     meta["columns"] = {k: SPECS[k].unit if k in SPECS else "" for k in profile.columns}
     return meta
 
 
+def _meta_text(meta: Mapping[str, Any]) -> str:
+    """The metadata as the file holds it (and as its digest covers it, without the digest)."""
+    return json.dumps({k: v for k, v in meta.items() if k != DIGEST_KEY}, sort_keys=True, indent=1, allow_nan=True)
+
+
+def _csv_digest(meta: Mapping[str, Any], body: str) -> str:
+    """SHA-256 of a CSV profile: its metadata and every byte of its header and rows."""
+    return hashlib.sha256((_meta_text(meta) + "\n" + body).encode("utf-8")).hexdigest()
+
+
+def _table_digest(meta: Mapping[str, Any], table: Any) -> str:
+    """SHA-256 of a Parquet profile: its metadata, then each column's name, type and values (little-endian
+    floats, booleans as bytes, text as JSON), the same on any platform."""
+    h = hashlib.sha256(_meta_text(meta).encode("utf-8"))
+    for name, col in zip(table.column_names, table.columns):
+        h.update(json.dumps([name, str(col.type), col.null_count]).encode("utf-8"))
+        kind = str(col.type)
+        if kind in ("double", "float", "bool") and not col.null_count:
+            h.update(np.ascontiguousarray(col.to_numpy(zero_copy_only=False), dtype="<f8" if kind != "bool"
+                                          else np.uint8).tobytes())
+        else:
+            h.update(json.dumps(col.to_pylist(), allow_nan=True, default=str).encode("utf-8"))
+    return h.hexdigest()
+
+
+def _check_digest(meta: Mapping[str, Any], digest: str) -> None:
+    """ProfileError where the file carries a digest that is not ``digest``. Found in audit: a bit flipped in a
+    shipped Parquet file was read as another value three times in four (sun_x -0.47 as -2.9e-109, a proton
+    flux 317 as 138), no word said."""
+    said = meta.get(DIGEST_KEY)
+    if said is None:
+        return
+    if said != digest:
+        raise ProfileError(f"metadata {DIGEST_KEY} does not match the file's content: the file is corrupt, or was "
+                           f"edited after it was written (generate it again; to fly an edit, delete {DIGEST_KEY} "
+                           "from its metadata)", column=DIGEST_KEY)
+
+
 def write_profile(profile: Profile, path: str | Path) -> Path:
-    """Write ``profile`` to ``path`` (.csv or .parquet, by suffix), whole file at once; returns the path."""
+    """Write ``profile`` to ``path`` (.csv or .parquet, by suffix) with the SHA-256 of its metadata and data in
+    its metadata, atomically (a temp file, fsync, rename: a power cut or a full disk leaves the old file or the
+    new one, never a part nor a temp file); returns the path."""
     path = Path(path)
     kind = _suffix(path)
     meta = _file_metadata(profile)
-    meta_json = json.dumps(meta, sort_keys=True, indent=1, allow_nan=True)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
     if kind == "csv":
         buf = io.StringIO()
-        buf.write(f"# {FORMAT_NAME} {FORMAT_VERSION}\n")
-        for line in meta_json.splitlines():
-            buf.write(f"# {line}\n")
         writer = csv.writer(buf, lineterminator="\n")
         names = list(profile.columns)
         writer.writerow(names)
@@ -563,7 +617,11 @@ def write_profile(profile: Profile, path: str | Path) -> Path:
             else:
                 cells.append([str(v) for v in values.tolist()])
         writer.writerows(zip(*cells))
-        tmp.write_text(buf.getvalue(), encoding="utf-8")
+        body = buf.getvalue()
+        meta[DIGEST_KEY] = _csv_digest(meta, body)
+        head = f"# {FORMAT_NAME} {FORMAT_VERSION}\n" + "".join(
+            f"# {line}\n" for line in json.dumps(meta, sort_keys=True, indent=1, allow_nan=True).splitlines())
+        data = (head + body).encode("utf-8")
     else:
         pa, pq = _pyarrow()
         arrays = {}
@@ -574,20 +632,26 @@ def write_profile(profile: Profile, path: str | Path) -> Path:
                 arrays[name] = pa.array(values, type=pa.float64())
             else:
                 arrays[name] = pa.array([str(v) for v in values.tolist()], type=pa.string())
-        table = pa.table(arrays).replace_schema_metadata({PARQUET_METADATA_KEY: meta_json.encode("utf-8")})
-        pq.write_table(table, tmp, compression="zstd")
-    tmp.replace(path)
+        table = pa.table(arrays)
+        meta[DIGEST_KEY] = _table_digest(meta, table)
+        meta_json = json.dumps(meta, sort_keys=True, indent=1, allow_nan=True)
+        table = table.replace_schema_metadata({PARQUET_METADATA_KEY: meta_json.encode("utf-8")})
+        out = pa.BufferOutputStream()
+        pq.write_table(table, out, compression="zstd")
+        data = out.getvalue().to_pybytes()
+    write_atomic(path, data)
     return path
 
 
 def _clean_metadata(meta: dict[str, Any]) -> dict[str, Any]:
     """File metadata without what the file format itself adds (so a round trip gives the same dict)."""
-    return {k: v for k, v in meta.items() if k not in ("format", "format_version", "columns")}
+    return {k: v for k, v in meta.items() if k not in ("format", "format_version", "columns", DIGEST_KEY)}
 
 
 def _metadata_json(text: str) -> dict[str, Any]:
-    """The metadata a file carries as JSON text, cleaned, or ValueError saying why not. Found in audit: a list, null
-    or a number there was an internal error (AttributeError), and nesting past the parser's depth a RecursionError."""
+    """The metadata a file carries as JSON text, as written (:func:`_clean_metadata` takes the format's own keys
+    off), or ValueError saying why not. Found in audit: a list, null or a number there was an internal error
+    (AttributeError), and nesting past the parser's depth a RecursionError."""
     try:
         meta = json.loads(text)
     except RecursionError:
@@ -595,7 +659,7 @@ def _metadata_json(text: str) -> dict[str, Any]:
     if not isinstance(meta, dict):
         kind = {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(type(meta), "a number")
         raise ValueError(f"{kind}, not an object")
-    return _clean_metadata(meta)
+    return meta
 
 
 def read_profile(path: str | Path) -> Profile:
@@ -604,19 +668,25 @@ def read_profile(path: str | Path) -> Profile:
     kind = _suffix(path)
     if path.is_dir():  # pyarrow reads a folder as a data set: "missing columns" would be its answer
         raise ProfileError(f"{path}: a folder, not a profile file")
+    try:  # bounded, no FIFO waited on (found in audit: a FIFO hung sunlit-hil run and replay for good, and
+        # /dev/zero behind a .csv name grew the harness to a MemoryError, an internal error)
+        data = read_limited(path, MAX_PROFILE_BYTES)[0]
+    except ReadRefused as exc:
+        raise ProfileError(f"{path}: not a profile file: {exc}") from None
     try:
         if kind == "csv":
-            return _read_csv(path)
-        return _read_parquet(path)
+            return _read_csv(path, data)
+        return _read_parquet(path, data)
     except ProfileError as exc:
         if str(path) in str(exc):
             raise
         raise ProfileError(f"{path}: {exc}", column=exc.column, row=exc.row) from None
 
 
-def _read_csv(path: Path) -> Profile:
-    try:  # utf-8-sig: the byte-order mark a spreadsheet puts first is not part of the first name
-        text = path.read_text(encoding="utf-8-sig")
+def _read_csv(path: Path, data: bytes) -> Profile:
+    try:  # utf-8-sig: the byte-order mark a spreadsheet puts first is not part of the first name; newlines as a
+        # file opened as text reads them (universal newlines)
+        text = data.decode("utf-8-sig").replace("\r\n", "\n").replace("\r", "\n")
     except UnicodeDecodeError as exc:
         raise ProfileError(f"{path}: not a text CSV file (byte {exc.start} is not UTF-8); a Parquet profile "
                            "must be named .parquet") from None
@@ -634,6 +704,13 @@ def _read_csv(path: Path) -> Profile:
         except ValueError as exc:
             notes.append(f"metadata comment lines are not a JSON object ({exc}); kept as text")
             metadata = {"comments": comments}
+        else:  # the body as written: every line past the comments (the text read with its newlines as "\n")
+            body = text.split("\n", first)[first] if first else text
+            try:
+                _check_digest(metadata, _csv_digest(metadata, body))
+            except ProfileError as exc:
+                raise ProfileError(f"{path}: {exc}", column=exc.column) from None
+            metadata = _clean_metadata(metadata)
     elif comments:
         metadata = {"comments": comments}
         notes.append(f"{len(comments)} comment lines kept as metadata['comments'] (not a {FORMAT_NAME} header)")
@@ -675,15 +752,17 @@ def _read_csv(path: Path) -> Profile:
     return Profile(profile.columns, profile.metadata, tuple(notes) + profile.notes)
 
 
-def _read_parquet(path: Path) -> Profile:
+def _read_parquet(path: Path, data: bytes) -> Profile:
     pa, pq = _pyarrow()
     try:
-        names = pq.read_schema(path).names
+        names = pq.read_schema(pa.BufferReader(data)).names
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:  # found in audit: pyarrow's data set machinery answered with its schema over nine lines
             raise ProfileError(f"{path}: column names repeated: {', '.join(dupes)}", column=dupes[0])
-        table = pq.read_table(path)
-    except (OSError, pa.ArrowException) as exc:  # pyarrow's messages run over lines: one line, as every error here
+        table = pq.read_table(pa.BufferReader(data))
+    except (OSError, pa.ArrowException, UnicodeDecodeError) as exc:  # pyarrow's messages run over lines: one line,
+        # as every error here; a column name in the footer that is not UTF-8 (found in audit: a bit flipped there was
+        # an internal error) is pyarrow's UnicodeDecodeError
         raise ProfileError(f"{path}: not a readable Parquet file: {' '.join(str(exc).split())}") from None
     raw = (table.schema.metadata or {}).get(PARQUET_METADATA_KEY)
     notes: list[str] = []
@@ -693,6 +772,13 @@ def _read_parquet(path: Path) -> Profile:
             metadata = _metadata_json(raw.decode("utf-8"))
         except ValueError as exc:  # UnicodeDecodeError and JSONDecodeError too
             notes.append(f"schema metadata {PARQUET_METADATA_KEY.decode()} is not a JSON object ({exc}); ignored")
+        else:
+            if DIGEST_KEY in metadata:
+                try:
+                    _check_digest(metadata, _table_digest(metadata, table))
+                except ProfileError as exc:
+                    raise ProfileError(f"{path}: {exc}", column=exc.column) from None
+            metadata = _clean_metadata(metadata)
     else:
         notes.append(f"no {PARQUET_METADATA_KEY.decode()} schema metadata: not written by this harness")
     columns = {}

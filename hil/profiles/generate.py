@@ -405,7 +405,7 @@ def parse_epoch(value: str | float | int) -> float:
     if isinstance(value, bool):
         raise ValueError(f"epoch must be an ISO 8601 time or Unix seconds, got {value!r}")
     if isinstance(value, (int, float)):
-        unix_s = float(value)
+        unix_s = float(value) if not isinstance(value, int) or abs(value) < 2**63 else math.nan  # no OverflowError
     else:
         try:
             when = _dt.datetime.fromisoformat(str(value).strip().replace("Z", "+00:00"))
@@ -440,7 +440,7 @@ def _finite_elements(spec: dict[str, Any]) -> dict[str, Any]:
         value = spec[key]
         try:
             number = float(value) if not isinstance(value, bool) else math.nan
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):  # a whole number past a float's range: not finite
             number = math.nan
         if not math.isfinite(number):
             raise ProfileError(f"orbit: {key} must be a finite number, got {value!r}")
