@@ -683,3 +683,33 @@ def test_a_log_rotated_after_the_clock_went_back_is_kept_and_the_oldest_goes(tmp
         assert len(rotated) == WORKER_LOGS_KEPT and not older.exists()
         assert [p.read_bytes()[:6] for p in rotated][-2:] == [b"log 1\n", b"log 2\n"]
         assert rotated[-1].name.endswith("-19700101T000140Z.log")
+
+
+@pytest.mark.req("CMP-004", "CMP-016")
+@pytest.mark.parametrize("damage", ["model", "card"])
+def test_a_shipped_model_changed_on_flash_is_not_made_the_golden_copy(tmp_path, monkeypatch, damage):
+    """Found in audit: the shipped model was read as it was and installed as the golden copy (a weight flipped on
+    flash then trusted for good), and a damaged card stopped the worker before its hello at every start. Now it
+    is checked against its card's SHA-256: a mismatch is said and counted, nothing installed, the worker goes on."""
+    import shutil
+
+    from flight.compute import worker as worker_module
+    from flight.compute.usecase.shipped import CARD_FILE, MODEL_FILE, MODELS_DIR
+    from flight.compute.worker import Worker
+
+    models = tmp_path / "models"
+    shutil.copytree(MODELS_DIR, models)
+    if damage == "model":
+        data = bytearray((models / MODEL_FILE).read_bytes())
+        data[-100] ^= 0x01  # one bit of a weight
+        (models / MODEL_FILE).write_bytes(bytes(data))
+    else:
+        (models / CARD_FILE).write_text("{ cut short")
+    monkeypatch.setattr(worker_module, "MODELS_DIR", models)
+    worker = Worker(f"ipc://{tmp_path}/nobody.sock", tmp_path / "compute")
+    try:
+        worker.install_shipped_models()
+        assert worker.compute_state_corrupt == 1
+        assert worker.store.list() == []  # no golden copy made of it
+    finally:
+        worker._sock.close(0)

@@ -145,7 +145,7 @@ from flight.compute.training import Adam, Dense, MlpSpec, Trainer
 from flight.compute.training_job import TrainingJob, TrainingPlan, TrainingStatus
 from flight.compute.uplink import Refusal, UplinkChecks
 from flight.compute.usecase.cloud import DN_PER_REFLECTANCE, dn_to_tiles
-from flight.compute.usecase.shipped import MODEL_FILE, MODEL_NAME, load_card
+from flight.compute.usecase.shipped import MODEL_FILE, MODEL_NAME, load_card, read_checked
 from flight.files.filestore import PART_CHARS as PRODUCT_NAME_CHARS
 from flight.files.filestore import NameRefused, check_name, resolve
 from flight.lifetime import die_with_parent
@@ -1872,15 +1872,21 @@ class Worker:
         shipped = next((e for e in entries if e.name == MODEL_NAME), None)
         if shipped is not None and rebuilt is None:
             return
-        data = (MODELS_DIR / MODEL_FILE).read_bytes()
-        # Rebuilt: the shipped model's reference set went with the manifest that named it; made again where the
-        # golden copy holds the shipped bytes (another version's is the ground's to send)
-        if shipped is None or hashlib.sha256(data).hexdigest() == shipped.sha256:
-            inputs = shipped_reference_inputs()
-            reference = ReferenceSet(inputs, expected_outputs(data, inputs)).to_bytes()
-            version = shipped.version if shipped is not None else str(load_card().get("version", "1"))
-            self.store.install(MODEL_NAME, version, data, golden=shipped is None,
-                               provenance=Provenance("shipped", False, "", time.time()), reference=reference)
+        try:
+            # Checked against its card: a bit flipped in the shipped file on flash would otherwise become the golden
+            # copy, hashed as it is (found in audit); a damaged card or held-out set stopped the worker at every start.
+            data = read_checked(MODEL_FILE, MODELS_DIR)
+            # Rebuilt: the shipped model's reference set went with the manifest that named it; made again where the
+            # golden copy holds the shipped bytes (another version's is the ground's to send)
+            if shipped is None or hashlib.sha256(data).hexdigest() == shipped.sha256:
+                inputs = shipped_reference_inputs()
+                reference = ReferenceSet(inputs, expected_outputs(data, inputs)).to_bytes()
+                version = shipped.version if shipped is not None else str(load_card(MODELS_DIR).get("version", "1"))
+                self.store.install(MODEL_NAME, version, data, golden=shipped is None,
+                                   provenance=Provenance("shipped", False, "", time.time()), reference=reference)
+        except CorruptFile as exc:
+            self._state_corrupt("shipped model", str(exc),
+                                "not installed: the worker runs on without it; install the software again")
 
     def _next_job(self) -> Job | None:
         if self.admission is Admission.NONE:
