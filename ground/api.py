@@ -172,9 +172,12 @@ class ApiClient:
                               maybe_taken=isinstance(exc, (http.client.RemoteDisconnected,
                                                            http.client.IncompleteRead))) from None
         try:
-            return json.loads(raw or b"{}")
+            answer = json.loads(raw or b"{}")
         except ValueError:
             raise ServerError(f"{url}: the answer is not JSON; is {self.server} a Sunlit ground server?") from None
+        if not isinstance(answer, dict):  # every route answers an object (found in audit: `[]` was a traceback)
+            raise ServerError(f"{url}: the answer is not a JSON object; is {self.server} a Sunlit ground server?")
+        return answer
 
     def get(self, path: str, **query: Any) -> Any:
         return self._request("GET", path, query=query)
@@ -182,13 +185,27 @@ class ApiClient:
     def post(self, path: str, body: dict[str, Any] | None = None) -> Any:
         return self._request("POST", path, body=body or {})
 
+    def _unlike(self, path: str, field: str) -> ServerError:
+        """An answer without what a Sunlit server puts in it (another JSON service on the URL): said naming the
+        field, never a KeyError's traceback (found in audit)."""
+        return ServerError(f"{self.server}{path}: the answer has no {field}; is {self.server} a Sunlit ground "
+                           "server? (--server URL)")
+
     def login(self, user: str, password: str) -> dict[str, Any]:
+        """The server's answer: ``user``, ``role`` and ``token`` (kept for this client's requests), each checked."""
         answer = self.post("/api/login", {"user": user, "password": password})
+        for field in ("token", "user", "role"):
+            if not isinstance(answer.get(field), str) or not answer[field]:
+                raise self._unlike("/api/login", field)
         self.token = answer["token"]
         return answer
 
     def default_spacecraft(self) -> str:
-        crafts = [sc["spacecraft"] for sc in self.get("/api/spacecraft")["spacecraft"]]
+        listed = self.get("/api/spacecraft").get("spacecraft")
+        if not isinstance(listed, list) or not all(isinstance(sc, dict) and isinstance(sc.get("spacecraft"), str)
+                                                   for sc in listed):
+            raise self._unlike("/api/spacecraft", "spacecraft list")
+        crafts = [sc["spacecraft"] for sc in listed]
         if len(crafts) != 1:
             raise ServerError(f"this server has {len(crafts)} spacecraft ({', '.join(crafts)}): name one with --spacecraft")
         return crafts[0]

@@ -43,7 +43,7 @@ from typing import Any, Callable, Iterator
 
 from flight.link.dictionary import ArgumentError, date_for_seconds
 from flight.link.messages import EventRecord, HkRecord
-from ground.cli_args import named
+from ground.cli_args import named, printable
 from ground.client import CommandOutcomeUnknown, CommandResult, CommandTimeout, GroundClient, Received
 
 MAX_TIMEOUT_S = 86400.0  # a procedure's longest wait: past it (or not a number) a typing error, refused
@@ -189,7 +189,9 @@ class Procedure:
                 self._made[name] = (value, made)
 
     def _say(self, text: str) -> None:
-        self.log(f"[{self.clock() - self._t0:8.2f} s] {text}")
+        """A log line, printable: it carries the agent's text (an event's, a failure's reason), whose escape sequence
+        or line break would reach the operator's terminal (found in audit: as `events` once printed it)."""
+        self.log(printable(f"[{self.clock() - self._t0:8.2f} s] {text}"))
 
     @contextlib.contextmanager
     def step(self, title: str) -> Iterator[None]:
@@ -268,6 +270,9 @@ class Procedure:
             if isinstance(exc, CommandOutcomeUnknown):
                 self.sent.append(f"{name} {args}")
             raise ProcedureFailed(named(name, exc)) from None  # its message names it already
+        if result.refused and not result.attempts:  # ended on the ground (another dictionary, cancelled, rejected):
+            # never "sent" (found in audit: `send` logged it sent and its step passed)
+            raise ProcedureFailed(f"{name}: {result.refused}; not sent")
         self.sent.append(f"{name} {args}")
         return result
 
@@ -516,15 +521,16 @@ def run_procedure(module: Any, client: GroundClient, log: Callable[[str], None] 
     try:
         returned = module.run(proc)
     except (ProcedureFailed, AssertionError) as exc:
-        log(f"procedure {path.name}: FAILED: {exc}")
+        log(f"procedure {path.name}: FAILED: {printable(exc)}")  # the agent's reason may be in it: see _say
         return False
     except (ServerError, KeyboardInterrupt) as exc:
         why = "interrupted (Ctrl-C)" if isinstance(exc, KeyboardInterrupt) else f"stopped: {exc};"
         stopped = proc.interrupted(why)
-        log(f"procedure {path.name}: NOT FINISHED: {stopped}")
+        log(f"procedure {path.name}: NOT FINISHED: {printable(stopped)}")
         raise stopped from None
     except Exception as exc:  # noqa: BLE001 - a fault in the procedure's code fails it, with its line
-        log(f"procedure {path.name}: FAILED: {type(exc).__name__}: {exc} (raised at {path.name}{_where_in(exc, path)})")
+        log(f"procedure {path.name}: FAILED: {type(exc).__name__}: {printable(exc)} (raised at "
+            f"{path.name}{_where_in(exc, path)})")
         return False
     except SystemExit as exc:  # sys.exit() in a step: it did not run to its end (found in audit: exit 0, no verdict)
         log(f"procedure {path.name}: FAILED: it called sys.exit({exc.code!r}) at {path.name}{_where_in(exc, path)}, "

@@ -908,3 +908,47 @@ def test_a_procedure_names_a_command_once_when_its_wait_ends(ipc_url):
         client.close()
     assert str(caught.value).startswith("PING: outcome unknown: no report at all"), caught.value
     assert str(caught.value).count("PING:") == 1, caught.value
+
+
+@pytest.mark.req("GND-005", "GND-025")
+def test_a_procedures_log_shows_the_agents_text_printable(tmp_path):
+    """Found in audit: a procedure's log (what `sunlit-ground run` prints) carried an event's text raw, as `events`
+    once did: an escape sequence cleared the operator's screen and a line break forged a line; so did a FAILED line
+    holding the agent's text."""
+    from flight.link.memory_link import MemoryLink
+    from ground.client import GroundClient
+
+    from flight.link.messages import Codec
+
+    codec = Codec(DICTIONARY)
+
+    def hostile() -> bytes:  # FILE_FAILED, its file's name an escape sequence and a line break, as the agent sends it
+        return codec.encode_event("FILE_FAILED", {"transfer": "7", "name": "x\x1b[2J\r\nFORGED", "reason": "r"},
+                                  time.time())
+
+    pair = MemoryLink()
+    pair.flight.publish(hostile())
+    client = GroundClient(pair.ground)
+    log: list[str] = []
+    proc = Procedure(client, log.append)
+
+    def second(rec) -> bool:  # the copy held already is passed over, and another sent: it comes in the wait, logged
+        if not getattr(second, "sent", False):
+            second.sent = True
+            pair.flight.publish(hostile())
+            return False
+        return True
+
+    try:
+        rec = proc.assert_event("FILE_FAILED", second, timeout_s=5.0)
+        assert "\x1b" in rec.text, "the record itself is the agent's, unchanged"
+        procedure = tmp_path / "hostile.py"
+        procedure.write_text('"""Fails on the agent\'s text."""\n\n\ndef run(proc):\n'
+                             '    raise ValueError("x\\x1b[2J\\r\\nFORGED")\n')
+        assert not run_procedure_file(procedure, client, log.append)
+    finally:
+        proc.close()
+        client.close()
+    assert any(line.endswith("event FILE_FAILED: File transfer 7 (x?[2J??FORGED) failed: r") for line in log), log
+    assert log[-1] == "procedure hostile.py: FAILED: ValueError: x?[2J??FORGED (raised at hostile.py:5)", log[-1]
+    assert all(text.isprintable() for text in log), log

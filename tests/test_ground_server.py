@@ -1438,3 +1438,90 @@ def test_all_of_history_is_answered_in_bounded_pages_nothing_lost_or_repeated(so
                         ("channel=uptime_s&from=0&to=10&next=p1~0x1p30~1~9999999999999999999", "next: 'p1~0x1p30")):
         status, answer, _h = http(server, "GET", "/api/archive?" + query, token=token)
         assert status == 400 and answer["error"].startswith(said) and answer["code"] == "BAD_ARGUMENTS", answer
+
+
+@pytest.mark.req("GND-025")
+def test_another_json_service_on_the_server_url_is_said_never_a_traceback(capsys, monkeypatch):
+    """Found in audit: a JSON service other than a Sunlit server on --server's URL (its answers `{}` or `[]`)
+    ended `queue`, `send`, `tm` and `login` in a KeyError's or a TypeError's traceback; each is said, naming what
+    the answer lacks, exit 2."""
+    import http.server
+    import threading
+
+    from ground.cli import main as ground_main
+
+    answers = {"body": b"{}"}
+
+    class Other(http.server.BaseHTTPRequestHandler):
+        def _answer(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(answers["body"])))
+            self.end_headers()
+            self.wfile.write(answers["body"])
+
+        do_GET = do_POST = _answer
+
+        def log_message(self, *args) -> None:
+            pass
+
+    other = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Other)
+    thread = threading.Thread(target=other.serve_forever, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{other.server_address[1]}"
+    try:
+        api = ApiClient(url, token="abc")
+        for body, said in ((b"{}", "/api/spacecraft: the answer has no spacecraft list"),
+                           (b'{"spacecraft": [{"id": 1}]}', "/api/spacecraft: the answer has no spacecraft list"),
+                           (b"[]", "/api/spacecraft: the answer is not a JSON object")):
+            answers["body"] = body
+            with pytest.raises(ServerError, match="a Sunlit ground server") as caught:
+                api.default_spacecraft()
+            assert said in str(caught.value)
+        answers["body"] = b'{"token": 5}'
+        with pytest.raises(ServerError, match=r"/api/login: the answer has no token; is .* a Sunlit ground server"):
+            ApiClient(url).login("alice", "alice-pass")
+        answers["body"] = b'{"token": "t", "user": "alice"}'
+        with pytest.raises(ServerError, match=r"/api/login: the answer has no role"):
+            ApiClient(url).login("alice", "alice-pass")
+        answers["body"] = b"{}"
+        monkeypatch.setenv("SUNLIT_GROUND_TOKEN", "abc")  # a session, so the CLI asks the server
+        assert ground_main(["--server", url, "queue"]) == 2
+        err = capsys.readouterr().err
+        assert "Traceback" not in err and err.count("\n") == 1 and "a Sunlit ground server" in err, err
+    finally:
+        other.shutdown()
+        other.server_close()
+        thread.join(5)
+
+
+@pytest.mark.req("GND-005")
+def test_a_procedures_send_the_ground_ended_fails_its_step_never_said_sent(source_and_server):
+    """Found in audit: `proc.send("NOOP")` through the server, which failed it on the ground (the agent speaks
+    another dictionary), logged "NOOP {} sent", counted it sent and passed its step."""
+    from flight.link.messages import Codec
+    from ground.procedure import Procedure, ProcedureFailed
+
+    source, server = source_and_server
+    packet = DICTIONARY.packet_by_name["AGENT_HK"]
+    values = {name: None for name in packet.channels}
+    values.update(mode="SAFE", uptime_s=1.0, dict_hash="0123456789abcdef")
+    hk = Codec(DICTIONARY).encode_hk(packet.sid, values, 1.7e9)
+
+    def heard() -> bool:
+        source.publish(hk)
+        source.receive()
+        return server.links["sunlit-1"].client.agent_dict_hash is not None
+
+    wait_until(heard, what="the other dictionary's housekeeping")
+    alice = client_for(server, "alice")
+    log: list[str] = []
+    proc = Procedure(alice, log.append)
+    try:
+        with pytest.raises(ProcedureFailed, match=r"^NOOP: failed at sent: DICTIONARY_MISMATCH .*; not sent$"):
+            proc.send("NOOP")
+        assert proc.sent == [] and not any(line.endswith("NOOP {} sent") for line in log), log
+    finally:
+        proc.close()
+        alice.close()

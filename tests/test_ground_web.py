@@ -1125,3 +1125,29 @@ def test_a_plot_whose_view_is_below_the_numbers_resolution_draws_and_does_not_ha
     assert out["usual"] == [0, 50, 100], "round ticks as before"
     for ticks in (out["flat"], out["zoomed"]):
         assert 1 <= len(ticks) <= 12 and ticks == sorted(set(ticks)), ticks
+
+
+@pytest.mark.req("GND-032")
+def test_the_benchs_bad_options_and_a_missing_chromium_are_one_line_never_a_traceback(capsys, monkeypatch, tmp_path):
+    """Found in audit: `python -m ground.web.benchlag --pages 0` and `--duration -1` ended in tracebacks, `--rate 0`
+    in one after a 10 s wait (its source's thread had died dividing by it), `--rate nan` published unpaced and
+    printed NaN; without Chromium, its clear message came inside a traceback."""
+    import ground.web.browser
+
+    for argv, said in ((["--pages", "0"], "argument --pages: 0 is not from 1 to "),
+                       (["--rate", "0"], "argument --rate: 0: give a rate above 0 and finite"),
+                       (["--rate", "nan"], "argument --rate: nan: give a rate above 0 and finite"),
+                       (["--duration", "-1"], "argument --duration: -1 s: give a time above 0"),
+                       (["--warmup", "inf"], "argument --warmup: inf s: give a time of 0 or more"),
+                       (["--batch-interval", "-0.1"], "argument --batch-interval: -0.1 s: give a time of 0 or more")):
+        with pytest.raises(SystemExit) as ended:
+            benchlag.main(argv)
+        err = capsys.readouterr().err
+        assert ended.value.code == 2 and said in err and "Traceback" not in err, (argv, err)
+    with pytest.raises(ValueError, match="points_per_s must be above 0 and finite, got 0"):
+        benchlag.run(points_per_s=0.0)
+    monkeypatch.setattr(ground.web.browser, "CHROMIUM_PATH", tmp_path / "no-chromium")
+    assert benchlag.main(["--pages", "1", "--duration", "1", "--warmup", "0"]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.startswith("python -m ground.web.benchlag: no Chromium at "), captured
+    assert captured.err.count("\n") == 1 and "Traceback" not in captured.err

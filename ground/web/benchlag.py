@@ -47,7 +47,7 @@ from flight.link.messages import Codec
 from flight.link.transport import open_flight_link
 from ground.auth import Role, UserStore
 from ground.server import DEFAULT_BATCH_INTERVAL_S, GroundServer, quick_config
-from ground.web.browser import CHROMIUM_PATH
+from ground.web.browser import CHROMIUM_PATH, require_chromium
 from ground.web.hub import DEFAULT_QUEUE_POINTS, weighted_percentile
 
 POINTS_PER_S = 1000.0
@@ -55,6 +55,7 @@ TARGET_POINTS_PER_S = 10_000.0  # the issue's target: < 250 ms p99 at this rate 
 TARGET_PAGES = 5
 BENCH_USER, BENCH_PASSWORD = "bench", "bench-password"  # a throw-away users file in a temporary directory
 PAGE_TIMEOUT_MS = 20_000
+MAX_PAGES = 100  # each page is a Chromium context: more is a typing error, not a bench
 
 
 def _value(ch: Channel, t_s: float, k: int) -> Any:
@@ -150,6 +151,10 @@ def run(
     """
     if pages < 1:
         raise ValueError(f"pages must be at least 1, got {pages}")
+    if not 0 < points_per_s < math.inf:  # 0 died in the source's thread, NaN published unpaced (found in audit)
+        raise ValueError(f"points_per_s must be above 0 and finite, got {points_per_s}")
+    if browser is None:
+        require_chromium()  # ChromiumMissing, said before a server and a source are started for nothing
     tmp = Path(tempfile.mkdtemp(prefix="sl-web-", dir="/tmp"))  # short: Unix socket paths
     url = f"zmq+ipc://{tmp}/link"
     users = UserStore(tmp / "users.toml")
@@ -274,29 +279,63 @@ def measure_push_lag(points_per_s: float = TARGET_POINTS_PER_S, pages: int = TAR
     return run(duration_s=duration_s, points_per_s=points_per_s, pages=pages, warmup_s=warmup_s)
 
 
-def main(argv: list[str] | None = None) -> int:
+def _rate(text: str) -> float:
+    """An argparse type: points per second, above 0 and finite."""
     import argparse
 
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of points per second") from None
+    if not 0 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"{text}: give a rate above 0 and finite")
+    return value
+
+
+def _non_negative_s(text: str) -> float:
+    """An argparse type: seconds, 0 or more and finite (no warm-up; a batch interval of 0 batches nothing)."""
+    import argparse
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 <= value < math.inf:
+        raise argparse.ArgumentTypeError(f"{text} s: give a time of 0 or more, finite")
+    return value
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Bad options are refused in one line before anything starts (found in audit: --pages 0 and --duration -1
+    were tracebacks, --rate 0 one after a 10 s wait, --rate nan ran unpaced and printed NaN)."""
+    import argparse
+
+    from ground.cli_args import count, seconds
+
     parser = argparse.ArgumentParser(prog="python -m ground.web.benchlag", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--duration", type=float, default=10.0, metavar="S")
-    parser.add_argument("--warmup", type=float, default=2.0, metavar="S")
-    parser.add_argument("--rate", type=float, default=None, metavar="POINTS_PER_S",
+    parser.add_argument("--duration", type=seconds, default=10.0, metavar="S")
+    parser.add_argument("--warmup", type=_non_negative_s, default=2.0, metavar="S")
+    parser.add_argument("--rate", type=_rate, default=None, metavar="POINTS_PER_S",
                         help=f"default: {POINTS_PER_S:g} with one page, then {TARGET_POINTS_PER_S:g} with "
                              f"{TARGET_PAGES} pages (the issue's target)")
-    parser.add_argument("--pages", type=int, default=None, metavar="N")
-    parser.add_argument("--batch-interval", type=float, default=DEFAULT_BATCH_INTERVAL_S, metavar="S")
+    parser.add_argument("--pages", type=count(1, MAX_PAGES), default=None, metavar="N")
+    parser.add_argument("--batch-interval", type=_non_negative_s, default=DEFAULT_BATCH_INTERVAL_S, metavar="S")
     args = parser.parse_args(argv)
-    if args.rate is None and args.pages is None:  # both figures: bench/ground.py's and the issue's target
-        one = run(duration_s=args.duration, warmup_s=args.warmup, batch_interval_s=args.batch_interval)
-        five = run(duration_s=args.duration, warmup_s=args.warmup, batch_interval_s=args.batch_interval,
-                   points_per_s=TARGET_POINTS_PER_S, pages=TARGET_PAGES)
-        print(json.dumps({"one_page": one}))
-        result = {**five, "web_push_lag_ms_p99_1000_per_s_1_page": one["web_push_lag_ms_p99"],
-                  "points_dropped_1000_per_s_1_page": one["points_dropped"]}
-    else:
-        result = run(duration_s=args.duration, warmup_s=args.warmup, batch_interval_s=args.batch_interval,
-                     points_per_s=args.rate if args.rate is not None else POINTS_PER_S,
-                     pages=args.pages if args.pages is not None else 1)
+    try:
+        if args.rate is None and args.pages is None:  # both figures: bench/ground.py's and the issue's target
+            one = run(duration_s=args.duration, warmup_s=args.warmup, batch_interval_s=args.batch_interval)
+            five = run(duration_s=args.duration, warmup_s=args.warmup, batch_interval_s=args.batch_interval,
+                       points_per_s=TARGET_POINTS_PER_S, pages=TARGET_PAGES)
+            print(json.dumps({"one_page": one}))
+            result = {**five, "web_push_lag_ms_p99_1000_per_s_1_page": one["web_push_lag_ms_p99"],
+                      "points_dropped_1000_per_s_1_page": one["points_dropped"]}
+        else:
+            result = run(duration_s=args.duration, warmup_s=args.warmup, batch_interval_s=args.batch_interval,
+                         points_per_s=args.rate if args.rate is not None else POINTS_PER_S,
+                         pages=args.pages if args.pages is not None else 1)
+    except RuntimeError as exc:  # no Chromium, nothing received or drawn: said in its line, not a traceback
+        print(f"{parser.prog}: {exc}", file=sys.stderr)
+        return 1
     print(json.dumps(result))
     return 0
 
