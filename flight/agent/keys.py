@@ -97,11 +97,18 @@ class KeyManager(Component):
             raise CommandFailed(f"spi: slot {spi} sealed this command; activate the new slot on the ground "
                                 "(sunlit-ground key activate), then revoke this one with a command it seals",
                                 FailureCode.OUT_OF_RANGE)
+        # A revocation of the key this slot held before it was provisioned again is put back on failure, not
+        # dropped (found in audit: the next change written left it off the disk, the command having said "not
+        # revoked")
+        before = overlay.revoked.get(spi)
         overlay.revoked[spi] = slot.fingerprint()
         try:
             overlay.write()
         except OSError as exc:
-            del overlay.revoked[spi]
+            if before is None:
+                del overlay.revoked[spi]
+            else:
+                overlay.revoked[spi] = before
             raise CommandFailed(f"the revocation could not be kept ({exc.strerror or exc}); not revoked") from None
         slot.state = "revoked"
         self._emit("KEY_REVOKED", spi=spi)

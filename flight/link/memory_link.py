@@ -44,6 +44,9 @@ class _Queue:
 
 class MemoryFlightLink(FlightLink):
     kind = LinkKind.MEMORY
+    # One peer and one queue to it, as on a serial line (found in audit: every report went twice, the stream's
+    # copy and a reply's, filling the queue twice as fast and counted by the ground as duplicates; LNK-009)
+    reply_shares_queue = True
 
     def __init__(self, pair: "MemoryLink"):
         self._pair = pair
@@ -63,6 +66,9 @@ class MemoryFlightLink(FlightLink):
 
     def publish(self, packet: bytes) -> bool:
         return self._pair.to_ground.put((packet, True), self.stats)
+
+    def stream_reaches(self, peer: Any) -> bool:
+        return peer == _PEER  # the stream goes to the one requester there is
 
     def close(self) -> None:
         pass
