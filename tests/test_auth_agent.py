@@ -498,20 +498,25 @@ def test_a_split_onto_another_key_in_the_slot_moves_nothing(tmp_path, capsys):
 
 
 @pytest.mark.req("SEC-011")
-def test_a_time_tagged_key_revoke_is_refused_when_released(tmp_path):
-    """Released from the schedule, no slot sealed it: it could be the ground's own, so it is refused."""
+def test_a_time_tagged_key_revoke_is_refused_when_tagged_not_at_release(tmp_path):
+    """Released from the schedule, no slot would have sealed it: it could be the ground's own key, so it can never
+    run from a time tag. Found in audit: the tag was taken, to fail at release out of contact; now refused at
+    once, naming the command, and the key stays active."""
     import json
 
+    from flight.agent.schedule import CommandRefused, check_command
+    from flight.link.definitions import DICTIONARY
     from flight.link.sdls import wrap_key
 
+    with pytest.raises(CommandRefused, match="KEY_REVOKE runs only as the ground sends it"):
+        check_command(DICTIONARY, "KEY_REVOKE", {"spi": 1})  # a sequence step's check, and the ground's
     rig, _ground_keys = rotation_rig(tmp_path)
     try:
         assert rig.send("KEY_LOAD", spi=2, master=100, wrapped=wrap_key(MASTER, bytes(range(7, 39))).hex()).completed
-        assert rig.send("SCHEDULE_AFTER", delay_s=2.0, command="KEY_REVOKE", args=json.dumps({"spi": 1})).completed
+        tagged = rig.send("SCHEDULE_AFTER", delay_s=2.0, command="KEY_REVOKE", args=json.dumps({"spi": 1}))
+        assert not tagged.completed and "KEY_REVOKE runs only as the ground sends it" in tagged.outcome
         rig.advance(4)
         assert rig.agent.keys._ring.slots[1].active and not rig.events("KEY_REVOKED")
-        failed = [e.args for e in rig.events("COMMAND_FAILED") if e.args["name"] == "KEY_REVOKE"]
-        assert failed and "not from a time tag" in failed[0]["reason"]
     finally:
         rig.close()
 

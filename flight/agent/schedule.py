@@ -102,6 +102,9 @@ def not_schedulable(name: str) -> str | None:
         return (f"{name} manages the schedule or the sequences themselves and may not be time-tagged or a "
                 f"sequence step (a schedule that refills itself, a sequence that starts one, would run with no "
                 f"operator in the loop); send it directly")
+    if upper == "KEY_REVOKE":  # found in audit: taken, to fail at every release
+        return ("KEY_REVOKE runs only as the ground sends it: released from a time tag or a sequence, no slot "
+                "sealed it, and the board cannot tell whether it would revoke the ground's own key; send it directly")
     return None
 
 
