@@ -108,7 +108,7 @@ from flight import toml_text
 from flight.hal.base import BACKENDS, BoardOptions
 from flight.link.definitions import DICTIONARY, ORDERED_PARAMETERS
 from flight.link.dictionary import ArgumentError
-from flight.link.interface import LinkConfigError, parse_link_url
+from flight.link.interface import IPC_PATH_MAX_BYTES, LinkConfigError, parse_link_url
 
 
 class ConfigError(ValueError):
@@ -259,7 +259,9 @@ def _read_config_text(path: Path) -> str:
     if len(data) > MAX_CONFIG_BYTES:
         raise ConfigError(f"{path}: over {MAX_CONFIG_BYTES // 1024} KiB, no configuration is that long: is it "
                           "the right file?")
-    return data.decode("utf-8")
+    # utf-8-sig: the byte-order mark an editor on Windows puts first is no part of the TOML (found in audit: such a
+    # file was refused as "Invalid statement (at line 1, column 1)", nothing wrong to be seen in it)
+    return data.decode("utf-8-sig")
 
 
 def parse_config(raw: dict[str, Any], source: str = "(config)", overrides: dict[str, Any] | None = None,
@@ -320,8 +322,7 @@ def parse_config(raw: dict[str, Any], source: str = "(config)", overrides: dict[
             raise fail(key, "empty or blank: give a directory (an empty path is the working directory)")
     backend = get("hal.backend")
     endpoint = get("hal.sim_endpoint")
-    if backend == "sim" and not (isinstance(endpoint, str) and endpoint.partition("://")[0] in ("tcp", "ipc", "inproc")
-                                 and endpoint.partition("://")[2]):  # found in audit: a ZMQError traceback at start
+    if backend == "sim" and not _is_sim_endpoint(endpoint):  # found in audit: a ZMQError traceback at start
         raise fail("hal.sim_endpoint", f"{str(endpoint)[:80]!r} is no ZeroMQ endpoint (tcp://HOST:PORT, ipc://PATH)")
     if backend not in BACKENDS:
         raise fail("hal.backend", f"{backend!r} is not one of {', '.join(sorted(BACKENDS))}")
@@ -337,6 +338,11 @@ def parse_config(raw: dict[str, Any], source: str = "(config)", overrides: dict[
     for key in ("rates.hk_period_s", "rates.control_period_s"):
         if not 0.01 <= float(get(key)) <= 3600:
             raise fail(key, f"{get(key)} s is outside 0.01..3600 s")
+    try:  # the parameter's start-up value (agent.py), so in its range (found in audit: --hk-period 0.05 was taken,
+        # below the 0.1 s that SET_PARAM and [parameters] hold hk_period_s to)
+        DICTIONARY.parameter_by_name["hk_period_s"].spec.coerce(float(get("rates.hk_period_s")), "hk_period_s")
+    except ArgumentError as exc:
+        raise fail("rates.hk_period_s", f"{exc} (the dictionary's range of the parameter it starts)") from None
     # Finite (TOML reads inf and nan; an audit: capacity inf admitted everything, "keeps nan %")
     if not 0.1 <= float(get("power.battery_capacity_wh")) <= 1e6:
         raise fail("power.battery_capacity_wh", f"{get('power.battery_capacity_wh')} Wh is outside 0.1..1e6 Wh")
@@ -464,6 +470,22 @@ def parse_config(raw: dict[str, Any], source: str = "(config)", overrides: dict[
 
         check_board_limits(config, load_board(board), "named by hal.board")
     return config
+
+
+def _is_sim_endpoint(endpoint: Any) -> bool:
+    """Whether the harness's endpoint is one a DEALER can connect to: tcp://HOST:PORT (PORT 1..65535, no
+    wildcard host), ipc://PATH that fits a Unix socket, or inproc://NAME (found in audit: tcp://10.0.0.2, its port
+    forgotten, passed here and raised a ZMQError traceback as the agent started)."""
+    if not isinstance(endpoint, str):
+        return False
+    scheme, _, rest = endpoint.partition("://")
+    if scheme == "tcp":
+        host, _, port = rest.rpartition(":")
+        return (bool(host) and host != "*" and not any(c.isspace() or c == "/" for c in host)
+                and port.isascii() and port.isdigit() and 1 <= int(port) <= 65535)
+    if scheme == "ipc":
+        return bool(rest) and len(rest.encode()) <= IPC_PATH_MAX_BYTES
+    return scheme == "inproc" and bool(rest)
 
 
 def check_board_limits(config: Config, profile: Any, said: str) -> None:

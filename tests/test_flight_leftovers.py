@@ -1,5 +1,6 @@
 """Leftovers of the flight-side audit: link URLs, CurveZMQ off on an open address, dates for seconds."""
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -96,3 +97,31 @@ def test_a_date_for_seconds_without_a_zone_or_for_a_delay_is_said_too(arg, said,
     assert main(["packet", "encode", command, arg, "command=NOOP"]) == 2
     err = capsys.readouterr().err
     assert said in err and "=17" not in err
+
+
+@pytest.mark.req("LNK-004")
+@pytest.mark.parametrize("url, path", [("zmq+ipc:///run/sunlit/link#a", "socket's path"),
+                                       ("zmq+ipc:///run/sunlit/link#", "socket's path"),
+                                       ("serial:///dev/ttyTHS1?baud=115200#2", "device's path")])
+def test_an_ipc_or_serial_url_with_a_fragment_is_refused_naming_it(url, path):
+    """Found in audit: zmq+ipc:///run/sunlit/link#a and ...#b both bound /run/sunlit/link.cmd (the fragment
+    dropped without a word, two agents on one socket), and a serial URL's fragment was dropped as quietly."""
+    with pytest.raises(LinkConfigError) as caught:
+        parse_link_url(url)
+    assert str(caught.value) == (f"{url}: a # in a URL starts a fragment, no part of the {path}: name the "
+                                 f"{'path' if 'socket' in path else 'device'} without one")
+    assert parse_link_url(url.partition("#")[0]).url == url.partition("#")[0]  # without it: taken
+
+
+@pytest.mark.req("LNK-005")
+@pytest.mark.parametrize("url, said", [("zmq://127.0.0.1:5550?queue=", "queue must be a whole number of packets"),
+                                       ("serial:///dev/ttyTHS1?baud=", "baud must be a whole number"),
+                                       ("zmq+ipc:///run/sunlit/link?queue", "queue must be a whole number"),
+                                       ("zmq://127.0.0.1:5550?qeueu", "unknown option qeueu"),
+                                       ("serial:///dev/ttyTHS1?baud=9600&parity=", "unknown option parity")])
+def test_an_option_given_no_value_is_refused_not_left_at_its_default(url, said):
+    """Found in audit: ``?queue=`` and ``?baud=`` (an unset shell variable) and a bare ``?qeueu`` were dropped by
+    the query's parse, so the link opened on the default queue and baud with no word of the option given."""
+    with pytest.raises(LinkConfigError, match=rf"^{re.escape(url)}: {said}"):
+        parse_link_url(url)
+    assert parse_link_url("zmq://127.0.0.1:5550?").queue_packets == 1000  # an empty query is none

@@ -240,3 +240,71 @@ def test_only_commanded_parameters_are_saved(tmp_path):
     assert read_checked_json(path) == {"thermal_min_dwell_s": 12.0}
     later = ParameterStore(DICTIONARY, path, {"battery_floor_pct": 45.0})  # config changed since
     assert later["battery_floor_pct"] == 45.0 and later["thermal_min_dwell_s"] == 12.0
+
+
+@pytest.mark.req("AGT-018")
+@pytest.mark.parametrize("endpoint", ["tcp://10.0.0.2", "tcp://10.0.0.2:", "tcp://harness:0", "tcp://harness:65536",
+                                      "tcp://*:5560", "tcp://harness:5560/x", "ipc:///tmp/" + "s" * 103])
+def test_a_sim_endpoint_a_dealer_cannot_connect_to_is_refused_naming_the_key(tmp_path, endpoint):
+    """Found in audit: sim_endpoint = "tcp://10.0.0.2" (its port forgotten) passed the check and the agent's start
+    ended in a ZMQError traceback from the harness link's connect; so did a wildcard host, a path after the port
+    and an ipc path past a Unix socket's 107 bytes."""
+    path = tmp_path / "agent.toml"
+    path.write_text(f'[hal]\nbackend = "sim"\nsim_endpoint = "{endpoint}"\n')
+    with pytest.raises(ConfigError) as e:
+        load_config(path)
+    assert str(e.value) == f"{path}: hal.sim_endpoint: {endpoint[:80]!r} is no ZeroMQ endpoint (tcp://HOST:PORT, " \
+                           "ipc://PATH)"
+
+
+@pytest.mark.req("AGT-018")
+def test_the_sim_endpoints_edge_values_are_taken_and_connect(tmp_path):
+    """What the check leaves alone: port 65535, an IPv6 host bracketed or not, an ipc path of exactly 107 bytes
+    and inproc; each opens the harness link's real DEALER socket."""
+    from flight.hal.sim import open_board
+
+    ipc = "/tmp/" + "e" * (107 - len("/tmp/"))
+    for endpoint in ("tcp://127.0.0.1:65535", "tcp://[::1]:5560", "tcp://::1:5560", f"ipc://{ipc}", "inproc://sim"):
+        config = parse_config({"hal": {"backend": "sim", "sim_endpoint": endpoint}})
+        board = open_board(config.board_options())
+        try:
+            assert [sock.closed for sock in board.stepper.pollables()] == [False]
+            assert board.stepper.endpoint == endpoint
+        finally:
+            board.stepper.close()
+
+
+@pytest.mark.req("AGT-018")
+def test_the_housekeeping_period_is_held_to_the_dictionarys_range_of_hk_period_s(tmp_path):
+    """Found in audit: [rates] hk_period_s (and --hk-period) took 0.01..3600 s and went into the parameter store
+    as hk_period_s's start-up value unchecked, so --hk-period 0.05 flew a period SET_PARAM and [parameters] refuse
+    (the dictionary's range is 0.1..3600 s). Its bounds themselves are taken."""
+    spec = DICTIONARY.parameter_by_name["hk_period_s"].spec
+    for period_s in (0.05, 0.0999):
+        with pytest.raises(ArgumentError):
+            spec.coerce(period_s, "hk_period_s")  # the dictionary refuses it ...
+        with pytest.raises(ConfigError) as e:
+            load_config(None, {"rates.hk_period_s": period_s}, {"rates.hk_period_s": "--hk-period"})  # ... so here
+        assert str(e.value) == (f"--hk-period (rates.hk_period_s): hk_period_s={period_s} below minimum 0.1 s "
+                                "(the dictionary's range of the parameter it starts)")
+    for period_s in (spec.min, spec.max):
+        config = parse_config({"rates": {"hk_period_s": period_s}})
+        store = ParameterStore(DICTIONARY, tmp_path / "params.json", {"hk_period_s": config.hk_period_s})
+        assert store["hk_period_s"] == period_s
+    assert parse_config({"rates": {"control_period_s": 0.05}}).control_period_s == 0.05  # its own range, unchanged
+
+
+@pytest.mark.req("AGT-018")
+def test_a_configuration_that_begins_with_a_byte_order_mark_is_read(tmp_path):
+    """Found in audit: a file saved with a UTF-8 byte-order mark (Notepad) was refused as "not valid TOML: Invalid
+    statement (at line 1, column 1)", nothing to be seen wrong in it. The mark is no part of the TOML; a file that
+    is not UTF-8 is still refused."""
+    path = tmp_path / "agent.toml"
+    path.write_bytes(b"\xef\xbb\xbf[rates]\nhk_period_s = 2.0\n")
+    assert load_config(path).hk_period_s == 2.0
+    path.write_bytes(b"\xef\xbb\xbf# only a comment\n")
+    with pytest.raises(ConfigError, match="empty or comments only"):
+        load_config(path)
+    path.write_bytes(b"[rates]\nhk_period_s = 2.0 # \xff\n")
+    with pytest.raises(ConfigError, match="not valid TOML: 'utf-8' codec can't decode byte 0xff"):
+        load_config(path)

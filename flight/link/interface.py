@@ -78,7 +78,9 @@ class LinkConfig:
 def parse_link_url(url: str) -> LinkConfig:
     """Parse a link URL (see the module docstring); raise :class:`LinkConfigError` if unusable."""
     parts = urlsplit(url)
-    query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+    # Blank values kept (found in audit: ?queue= and ?baud=, an unset shell variable, and a bare ?bogus were
+    # dropped without a word, the defaults taken)
+    query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
     try:
         queue = int(query.pop("queue", DEFAULT_QUEUE_PACKETS))
     except ValueError:
@@ -110,6 +112,9 @@ def parse_link_url(url: str) -> LinkConfig:
             raise LinkConfigError(f"{url}: an ipc URL has three slashes and no host: zmq+ipc:///PATH")
         if not path:
             raise LinkConfigError(f"{url}: expected zmq+ipc:///PATH")
+        if "#" in url:  # found in audit: zmq+ipc:///run/link#a and #b both bound /run/link.cmd, the rest dropped
+            raise LinkConfigError(f"{url}: a # in a URL starts a fragment, no part of the socket's path: "
+                                  "name the path without one")
         if query:
             raise LinkConfigError(f"{url}: unknown option {', '.join(query)} (zmq+ipc takes queue=N)")
         longest = len(path.encode()) + max(map(len, _IPC_SUFFIXES))
@@ -123,6 +128,9 @@ def parse_link_url(url: str) -> LinkConfig:
             raise LinkConfigError(f"{url}: a serial URL has three slashes and no host: serial:///dev/DEVICE?baud=N")
         if not device:
             raise LinkConfigError(f"{url}: expected serial:///dev/DEVICE?baud=N")
+        if "#" in url:  # as for ipc: the device opened would not be the one the URL says
+            raise LinkConfigError(f"{url}: a # in a URL starts a fragment, no part of the device's path: "
+                                  "name the device without one")
         try:
             baud = int(query.pop("baud", DEFAULT_BAUD))
         except ValueError:
