@@ -43,7 +43,11 @@ from flight.hal.base import (
     find_power_mode,
 )
 from flight.link.definitions import EpsSource
+from flight.link.packets import DAYS_1958_TO_1970
 from flight.records import ProtocolError
+
+# 2137-06-07 less a second: CDS short's 16-bit day after 1958 (a time within half a millisecond of it rounds past)
+PACKET_TIME_END_S = (0x10000 - DAYS_1958_TO_1970) * 86_400.0 - 1.0
 
 SIM_NOTE = "simulated by the HIL harness"
 HELLO_INTERVAL_S = 2.0  # real seconds without a step before saying hello again (a harness restarted)
@@ -176,10 +180,12 @@ class HarnessLink(Stepper):
         moved = False
         self.env_problems = problems
         self._last_env_real_s = time.monotonic()  # no hello for a step just taken, however long it was held
-        if msg.t_s is not None and not (math.isfinite(msg.t_s) and msg.t_s >= 0.0):
-            # Simulated UTC before 1970, or not a number: the field refused, the step's readings kept (an
+        if msg.t_s is not None and not (math.isfinite(msg.t_s) and 0.0 <= msg.t_s < PACKET_TIME_END_S):
+            # Simulated UTC before 1970, past what a packet's time holds (milliseconds sent by mistake: every
+            # packet then raised, found in audit) or not a number: the field refused, the step's readings kept (an
             # audit: a first step at -5.0 s raised out of the agent's loop)
-            refused = f"Env.t_s: {msg.t_s!r} is not a time (UTC seconds from 1970, at least 0); not taken"
+            refused = (f"Env.t_s: {msg.t_s!r} is not a time (UTC seconds from 1970, at least 0 and below "
+                       f"{PACKET_TIME_END_S:.0f}, the end of the packets' CDS days); not taken")
             self.bad_messages += 1
             self.last_error = refused
             self.env_problems = (*problems, refused)
