@@ -52,12 +52,20 @@ def seconds(text: str) -> float:
     return value
 
 
+_TEMP_NAME_BYTES = 200  # of the output's name in its temporary file's: 255 (NAME_MAX) less ".", ".XXXXXXXX.part"
+
+
 def temp_beside(final: Path | str) -> Path:
     """A new empty file beside ``final`` to write an output into before it goes in place (``.NAME.XXXX.part``: a
     name of its own, so two commands writing one output never write into one file), with the mode the user's
-    umask gives a new file (mkstemp's own is 600; an output is for sharing)."""
+    umask gives a new file (mkstemp's own is 600; an output is for sharing). A long name is cut in it: the 15
+    characters around it took a legal name of 241 bytes or more past the file system's 255 (found in audit:
+    "File name too long" of a name that was not)."""
     final = Path(final)
-    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".part", dir=final.parent)
+    name = final.name
+    while len(os.fsencode(name)) > _TEMP_NAME_BYTES:
+        name = name[:-1]
+    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=final.parent)
     try:
         umask = os.umask(0o022)
         os.umask(umask)

@@ -14,10 +14,11 @@ Format (TOML)::
     args = { input_set = "tiles" }
 
 Every entry is checked before anything is sent (an unknown command, a bad argument, a time in
-the past or past the board's 30-day horizon, both ``at`` and ``after_s``, and the SCHEDULE_AT it
-becomes), each error naming ``entry[K].KEY``, with the board's own check of what
-may be time-tagged (``flight.agent.schedule.check_command``: a SET_PARAM value its parameter refuses,
-a file name that leads out of its area), so the board refuses none for what could be known here: a
+the past or past the board's 30-day horizon, both ``at`` and ``after_s``, an entry given twice (the
+same command, arguments and time: it would run twice), and the SCHEDULE_AT it becomes), each error
+naming ``entry[K].KEY``, with the board's own check of what may be time-tagged
+(``flight.agent.schedule.check_command``: a SET_PARAM value its parameter refuses, a file name that leads
+out of its area), so the board refuses none for what could be known here: a
 schedule goes up whole or not at all from the ground's side. The agent checks again when each arrives.
 What only the board knows is not checked here: a SET_POWER_MODE's mode (the ground has no board; ``check_command``
 without its ``power_modes`` takes any name) is refused by the agent when its SCHEDULE_AT arrives, after those
@@ -72,8 +73,8 @@ def parse_schedule(text: str, now_unix_s: float, source: str = "(schedule)",
 
     try:
         raw = toml_text.loads(text)
-    except toml_text.TOMLDecodeError as exc:
-        raise ScheduleFileError(f"{source}: not valid TOML: {exc}") from None
+    except ValueError as exc:  # TOMLDecodeError; or tomllib's own ValueError for an integer past 4300 digits (found
+        raise ScheduleFileError(f"{source}: not valid TOML: {exc}") from None  # in audit: a traceback)
     unknown = sorted(set(raw) - {"entry"})
     if unknown:
         raise fail(unknown[0], "unknown key; a schedule file is [[entry]] tables only")
@@ -83,6 +84,7 @@ def parse_schedule(text: str, now_unix_s: float, source: str = "(schedule)",
     if len(entries) > MAX_ENTRIES:
         raise fail("entry", f"{len(entries)} entries; the on-board schedule holds {MAX_ENTRIES}")
     tags = []
+    seen: dict[tuple, int] = {}  # (when, command, its arguments) -> the first entry that gave it
     for k, entry in enumerate(entries):
         where = f"entry[{k}]"
         if not isinstance(entry, dict):
@@ -144,5 +146,13 @@ def parse_schedule(text: str, now_unix_s: float, source: str = "(schedule)",
             dictionary.command("SCHEDULE_AT").validate_args(tag.scheduler_args())
         except ArgumentError as exc:
             raise fail(where, f"as SCHEDULE_AT: {exc}") from None
+        # the same command at the same moment twice is an entry pasted twice: both went up, to run twice on board
+        # (found in audit)
+        same = (key == "after_s", tag.delay_s if key == "after_s" else release, name,
+                json.dumps(checked, sort_keys=True))
+        if same in seen:
+            raise fail(where, f"the same {name} at the same time as entry[{seen[same]}]: it would run twice; "
+                              "remove one")
+        seen[same] = k
         tags.append(tag)
     return sorted(tags, key=lambda t: t.release_unix_s)

@@ -39,7 +39,9 @@
 from __future__ import annotations
 
 import math
+import os
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -115,8 +117,13 @@ def check_spacecraft_id(value: Any, where: str = "spacecraft.id") -> str:
 
 def _number(table: dict, key: str, where: str, lo: float, hi: float, default: float) -> float:
     value = table.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not lo <= value <= hi:
-        raise ServerConfigError(f"{where}.{key}: {value!r} must be a number in [{lo:g}, {hi:g}]")
+    # the range first: it refuses NaN and inf too, and a 400-digit integer raised OverflowError out of isfinite
+    # (found in audit: a traceback)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not lo <= value <= hi \
+            or not math.isfinite(value):
+        text = repr(value)
+        shown = text if len(text) <= 40 else f"{text[:20]}... ({len(text)} characters)"
+        raise ServerConfigError(f"{where}.{key}: {shown} must be a number in [{lo:g}, {hi:g}]")
     return float(value)
 
 
@@ -128,8 +135,9 @@ def _unknown(table: dict, allowed: set[str], where: str) -> None:
         raise ServerConfigError(f"{where}.{extra[0]}: unknown key (known: {', '.join(sorted(allowed))})")
 
 
-def _curve_files(sc: dict, where: str) -> tuple[str | None, str | None]:
-    """[[spacecraft]] zmq_server_public and zmq_client_secret: both or neither, each checked."""
+def _curve_files(sc: dict, where: str, base: Path = Path(".")) -> tuple[str | None, str | None]:
+    """[[spacecraft]] zmq_server_public and zmq_client_secret: both or neither, each checked (a relative one taken
+    from ``base``, as every path of the file is)."""
     from flight.link.curve import CurveKeyError, load_public, load_secret
 
     public, secret = sc.get("zmq_server_public"), sc.get("zmq_client_secret")
@@ -143,10 +151,12 @@ def _curve_files(sc: dict, where: str) -> tuple[str | None, str | None]:
             continue
         if not isinstance(value, str) or not value:
             raise ServerConfigError(f"{where}.{key}: {value!r} must be the path of a certificate file")
+        value = str(base / value)
         try:
             check(value)
         except CurveKeyError as exc:
             raise ServerConfigError(f"{where}.{key}: {exc}") from None
+        public, secret = (value, secret) if key == "zmq_server_public" else (public, value)
     return public, secret
 
 
@@ -219,9 +229,11 @@ def server_config_from_mapping(data: dict[str, Any], dictionary: Dictionary, bas
         if tc_keys is not None:
             from flight.link.sdls import KeyFileError, KeyRing
 
-            if not isinstance(tc_keys, str):
+            # an empty one read the folder (".: not a regular file"), a NUL ended in a traceback (found in audit)
+            if not isinstance(tc_keys, str) or not tc_keys or "\0" in tc_keys:
                 raise ServerConfigError(f"{where}.tc_keys: {tc_keys!r} must be the path of a key file")
-            try:
+            tc_keys = str(base / tc_keys)  # from the file's folder, as archive and users are (found in audit: from
+            try:                           # wherever the server was started, another file or none)
                 ring = KeyRing.load(tc_keys)
             except KeyFileError as exc:
                 raise ServerConfigError(f"{where}.tc_keys: {exc}") from None
@@ -230,7 +242,7 @@ def server_config_from_mapping(data: dict[str, Any], dictionary: Dictionary, bas
             raise ServerConfigError(f"{where}.tm_auth: {tm_auth!r} must be true or false")
         if tm_auth and (tc_keys is None or ring.telemetry_slot() is None):
             raise ServerConfigError(f"{where}.tm_auth: true needs tc_keys with a telemetry slot ('SPI HEX telemetry')")
-        curve = _curve_files(sc, where)
+        curve = _curve_files(sc, where, base)
         spacecraft.append(SpacecraftConfig(sc_id, link, tc_keys, *curve, tm_auth=tm_auth))
     cmds = data.get("commands", {})
     _unknown(cmds, {"two_person"}, "commands")
@@ -253,6 +265,12 @@ def server_config_from_mapping(data: dict[str, Any], dictionary: Dictionary, bas
     retention = data.get("retention", {})
     if not isinstance(retention, dict):
         raise ServerConfigError("retention: must be a table")
+    from ground.archive import RetentionPolicy
+
+    try:  # here, naming the file (found in audit: refused only as the server started, its archive made first)
+        RetentionPolicy.from_mapping(retention, dictionary)
+    except ValueError as exc:
+        raise ServerConfigError(str(exc)) from None
     files = data.get("files", {})
     if not isinstance(files, dict):
         raise ServerConfigError("files: must be a table")
@@ -272,14 +290,46 @@ def server_config_from_mapping(data: dict[str, Any], dictionary: Dictionary, bas
     )
 
 
+MAX_CONFIG_BYTES = 1024 * 1024
+"""The most a configuration file may hold: a fleet's, comments included, is a few KiB."""
+
+
+def _read_config_text(path: Path) -> str:
+    """The file's text, from a regular file or a pipe with a writer (``--config <(...)``), at most
+    :data:`MAX_CONFIG_BYTES` (found in audit: ``--config /dev/zero`` read on until memory ran out, and a named
+    pipe no one writes hung the start for good), as the agent reads its own (flight/config.py)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)  # a FIFO's open waits for a writer without it
+    with os.fdopen(fd, "rb") as f:
+        mode = os.fstat(fd).st_mode
+        if not (stat.S_ISREG(mode) or stat.S_ISFIFO(mode)):
+            raise ServerConfigError(f"{path}: not a file (a folder, a device or a socket): give the configuration "
+                                    "file itself")
+        os.set_blocking(fd, True)  # a pipe with a writer is read to its end; with none yet, it reads as empty at once
+        data = f.read(MAX_CONFIG_BYTES + 1)
+    if not data and stat.S_ISFIFO(mode):
+        raise ServerConfigError(f"{path}: a pipe that gave nothing (no process writes to it yet): start what writes "
+                                "it first, or give a file")
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ServerConfigError(f"{path}: over {MAX_CONFIG_BYTES // 1024} KiB, no configuration is that long: is it "
+                                "the right file?")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ServerConfigError(f"{path}: not UTF-8 text (byte {exc.start}); a configuration is TOML") from None
+
+
 def load_server_config(path: Path | str, dictionary: Dictionary) -> ServerConfig:
     path = Path(path)
     try:
-        data = toml_text.loads(path.read_text(encoding="utf-8"))
+        text = _read_config_text(path)
     except FileNotFoundError:
         raise ServerConfigError(f"{path}: no such configuration file") from None
-    except (OSError, UnicodeDecodeError, toml_text.TOMLDecodeError) as exc:
-        raise ServerConfigError(f"{path}: {exc}") from None
+    except OSError as exc:
+        raise ServerConfigError(f"{path}: {exc.strerror or exc}") from None
+    try:
+        data = toml_text.loads(text)
+    except ValueError as exc:  # TOMLDecodeError; or tomllib's own ValueError for an integer past 4300 digits (found
+        raise ServerConfigError(f"{path}: not valid TOML: {exc}") from None  # in audit: a traceback)
     try:
         return server_config_from_mapping(data, dictionary, path.parent)
     except ServerConfigError as exc:
