@@ -1,5 +1,5 @@
 """TOML text read one way everywhere: ``tomllib`` (``tomli`` on Python 3.10, JetPack 6), its parser's recursion
-said as a TOML error.
+and a whole number past Python's digit limit (4300) said as TOML errors.
 
 The parser recurses once per nested array or inline table, so a few kilobytes of ``[`` raised RecursionError
 out of every reader of a configuration, scenario, campaign, schedule or sequence file (found in audit: a
@@ -26,6 +26,10 @@ def loads(text: str) -> dict[str, Any]:
         return tomllib.loads(text)
     except RecursionError:
         raise TOMLDecodeError("arrays or tables nested too deeply") from None
+    except TOMLDecodeError:
+        raise
+    except ValueError as exc:  # found in audit: a whole number past Python's digit limit raised out of every reader
+        raise TOMLDecodeError(str(exc).split(';')[0]) from None
 
 
 __all__ = ["TOMLDecodeError", "loads"]

@@ -463,14 +463,18 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 
 def _cmd_schedule(args: argparse.Namespace) -> int:
     """The agent's on-board schedule: upload a file of time tags, or list what it holds."""
-    from ground.schedule_file import ScheduleFileError, parse_schedule
+    from flight.storage import ReadRefused, read_limited
+    from ground.schedule_file import MAX_FILE_BYTES, ScheduleFileError, parse_schedule
 
     tags = []
     if args.action == "upload":
         if not args.file:
             raise Refused("schedule upload FILE: which schedule file?")
         try:
-            text = Path(args.file).read_text(encoding="utf-8")
+            # Bounded and never waited on (found in audit: a FIFO hung it, a huge file was read whole)
+            text = read_limited(args.file, MAX_FILE_BYTES)[0].decode("utf-8")
+        except ReadRefused as exc:
+            raise Refused(f"{args.file}: {exc}") from None
         except OSError as exc:
             raise Refused(f"{args.file}: {exc.strerror or exc}") from None
         except UnicodeDecodeError as exc:

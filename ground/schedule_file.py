@@ -42,6 +42,7 @@ from flight.link.definitions import SCHEDULE_MAX_AHEAD_S as MAX_AHEAD_S
 from flight.link.dictionary import ArgumentError, Dictionary
 
 MAX_ENTRIES = 256  # the on-board schedule's capacity
+MAX_FILE_BYTES = 1 << 20  # 256 entries of a few hundred bytes each, many times over
 _KEYS = {"at", "at_unix_s", "after_s", "command", "args"}
 
 
@@ -73,8 +74,8 @@ def parse_schedule(text: str, now_unix_s: float, source: str = "(schedule)",
 
     try:
         raw = toml_text.loads(text)
-    except ValueError as exc:  # TOMLDecodeError; or tomllib's own ValueError for an integer past 4300 digits (found
-        raise ScheduleFileError(f"{source}: not valid TOML: {exc}") from None  # in audit: a traceback)
+    except toml_text.TOMLDecodeError as exc:  # an integer past 4300 digits too (found in audit: a traceback)
+        raise ScheduleFileError(f"{source}: not valid TOML: {exc}") from None
     unknown = sorted(set(raw) - {"entry"})
     if unknown:
         raise fail(unknown[0], "unknown key; a schedule file is [[entry]] tables only")

@@ -328,8 +328,8 @@ def load_server_config(path: Path | str, dictionary: Dictionary) -> ServerConfig
         raise ServerConfigError(f"{path}: {exc.strerror or exc}") from None
     try:
         data = toml_text.loads(text)
-    except ValueError as exc:  # TOMLDecodeError; or tomllib's own ValueError for an integer past 4300 digits (found
-        raise ServerConfigError(f"{path}: not valid TOML: {exc}") from None  # in audit: a traceback)
+    except toml_text.TOMLDecodeError as exc:  # an integer past 4300 digits too (found in audit: a traceback)
+        raise ServerConfigError(f"{path}: not valid TOML: {exc}") from None
     try:
         return server_config_from_mapping(data, dictionary, path.parent)
     except ServerConfigError as exc:

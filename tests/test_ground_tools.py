@@ -161,3 +161,19 @@ def test_integers_past_a_floats_range_or_pythons_digit_limit_are_refused_naming_
         assert err.startswith(f"sunlit-ground server: {config}: {said}") and err.count("\n") == 1, err
     with pytest.raises(ScheduleFileError, match=r"^sched: not valid TOML: Exceeds the limit \(4300 digits\)"):
         parse_schedule('[[entry]]\nafter_s = 1' + "0" * 5000 + '\ncommand = "NOOP"\n', NOW_UNIX_S, "sched")
+
+
+def test_a_schedule_file_that_is_a_fifo_or_too_long_is_refused_unread(tmp_path, capsys):
+    """Found in audit: `schedule upload` read its file with read_text: a FIFO no one writes hung it, and a file
+    of any size was read whole. Now one line naming the file, exit 2, before any server is asked."""
+    from ground.schedule_file import MAX_FILE_BYTES
+
+    fifo = tmp_path / "tags.toml"
+    os.mkfifo(fifo)
+    assert ground_main(["schedule", "upload", str(fifo), "--yes"]) == 2
+    err = capsys.readouterr().err
+    assert "tags.toml: not a regular file" in err and "Traceback" not in err, err
+    long = tmp_path / "long.toml"
+    long.write_bytes(b"#" * (MAX_FILE_BYTES + 1))
+    assert ground_main(["schedule", "upload", str(long), "--yes"]) == 2
+    assert "over the limit" in capsys.readouterr().err

@@ -24,6 +24,21 @@ def test_nesting_past_the_recursion_limit_is_a_toml_error():
     assert toml_text.loads("x = [[1], [2]]") == {"x": [[1], [2]]}
 
 
+def test_a_whole_number_past_pythons_digit_limit_is_a_toml_error_in_every_reader(tmp_path):
+    """Found in audit: tomllib's ValueError for an integer of over 4300 digits raised out of the readers."""
+    huge = "9" * 5000
+    with pytest.raises(toml_text.TOMLDecodeError, match="4300 digits"):
+        toml_text.loads(f"x = {huge}\n")
+    path = tmp_path / "agent.toml"
+    path.write_text(f"[rates]\nhk_period_s = {huge}\n")
+    with pytest.raises(ConfigError, match=r"agent\.toml.*4300 digits"):
+        load_config(path)
+    scenario = tmp_path / "s.toml"
+    scenario.write_text(f"name = \"s\"\nduration_s = {huge}\n")
+    with pytest.raises(ScenarioError, match="4300 digits"):
+        load_scenario(scenario)
+
+
 @pytest.mark.req("AGT-018")
 def test_the_agents_configuration_nested_too_deeply_is_refused_naming_the_file(tmp_path):
     """Found in audit: a RecursionError traceback out of `sunlit-flight run --config`."""
