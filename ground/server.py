@@ -84,6 +84,7 @@ from ground.server_config import DEFAULT_SPACECRAFT, ServerConfig, SpacecraftCon
 from ground.web.hub import (
     DEFAULT_QUEUE_POINTS,
     LAG_WINDOW_MS,
+    Batch,
     ClientQueue,
     LagTracker,
     Sample,
@@ -103,6 +104,7 @@ FOLLOW_AFTER_SEND_S = 3600.0  # the longest a command's reports are waited for (
 # final stay within it too; the oldest beyond ends 'unresolved' (found in audit: the queue grew past it).
 MAX_FOLLOWED = 500
 RECENT_PACKETS = 4096  # a reply and its stream copy arrive well within this many packets of each other
+REFUSED_SAY_S = 1.0  # frames a noisy line drops are said at most this often, each time with how many
 # The agent plans again at least every plan step (120 s) and reports at most every 60 s, so a plan
 # this much older than the newest housekeeping means it stopped planning or its reports are lost.
 PLAN_STALE_S = 300.0
@@ -141,6 +143,10 @@ MAX_SOCKETS = 64
 MAX_SOCKETS_PER_USER = 16
 SOCKETS_FOR_OPERATORS = 16
 PAGE_STALL_S = 5.0
+# Packet bytes in one push to a program (?raw=1; hex doubles them): well within the 16 MiB its client takes
+# (ground.api). A larger batch goes as several pushes (found in audit: a burst, or a backlog behind a slow network,
+# went as one message of 17 MB and the program's connection was closed, 1009 "message too big", all after it lost).
+MAX_PUSH_RAW_BYTES = 4 << 20
 SESSION_COOKIE = "sunlit_session"
 ARCHIVE_LOCK = ".ground-server.lock"  # in the archive's directory: one server on an archive (and its SN state)
 CSRF_HEADER = "X-CSRF-Token"
@@ -221,6 +227,7 @@ class SpacecraftLink:
         self._limits_sent: dict[str, Any] = {}
         self._recent: OrderedDict[bytes, None] = OrderedDict()  # packets taken in lately, to take each once
         self._recent_duplicates = 0
+        self._next_refused_s = 0.0  # monotonic s: when the frames the link dropped may next be said
         self._params_time_s = -math.inf  # packet time of the parameter report taken last
         self._raw_seq = SequenceCounters()  # the server's own playback containers for programs (APID GROUND)
         self._next_ack_s = 0.0
@@ -338,6 +345,7 @@ class SpacecraftLink:
                 try:
                     self._service_queue(client)
                     client.poll(LINK_POLL_S)
+                    self._line_refused(client)
                     self.files.service()
                     self._follow_reports(client)
                     self._follow_status(client)
@@ -672,6 +680,22 @@ class SpacecraftLink:
         except Exception as exc:  # noqa: BLE001 - counted and shown on every page's status line
             self.internal_errors += 1
             self.link_error = f"server error on a packet: {type(exc).__name__}: {exc}"
+
+    def _line_refused(self, client: GroundClient) -> None:
+        """Frames the link dropped before the packet codec (a serial line's noise, a frame cut short): counted in
+        ``bad_packets`` and said as a bad packet is, with how many, at most once per ``REFUSED_SAY_S``. Found in
+        audit: a serial line dropping frames showed ``bad_packets`` 0 and said nothing; only the link counted them."""
+        take = getattr(client.link, "take_refused", None)  # links that drop no frames have none
+        now = time.monotonic()
+        if take is None or now < self._next_refused_s:
+            return
+        refused = take()
+        if refused.count:
+            self._next_refused_s = now + REFUSED_SAY_S
+            self.bad_packets += refused.count
+            self._ground_event("GROUND_BAD_PACKET", "WARNING_LO",
+                               f"{refused.count} frame(s) dropped by the link before decoding, not archived: "
+                               f"{refused.last}")
 
     def _fan_out(self, item: Received) -> None:
         now_ms = monotonic_ms()
@@ -2032,23 +2056,27 @@ class GroundServer:
             batch = page_queue.take()
             if batch.empty:
                 continue
-            seq += 1
             if raw:
-                message = batch_message(type(batch)([], batch.control, batch.dropped_points, batch.dropped_control),
-                                        seq, page_queue)
-                message["raw"] = [[s.spacecraft, s.received_s, s.raw.hex()] for s in batch.samples]
+                messages = _raw_pushes(batch, seq, page_queue)
             else:
-                message = batch_message(batch, seq, page_queue)
+                message = batch_message(batch, seq + 1, page_queue)
                 message["hk"] = [[s.spacecraft, *row] for s, row in zip(batch.samples, message["hk"])]
-            try:
-                text = json.dumps(message, separators=(",", ":"), allow_nan=False)
-            except ValueError:  # a NaN that escaped json_safe: the push must still be valid JSON
-                text = json.dumps(json_safe(message), separators=(",", ":"), allow_nan=False)
-            if not raw:
-                self.lag.sent((page, seq), monotonic_ms(), batch.samples)
-            try:
-                await ws.send_str(text)  # waits while the page's socket is full; the queue drops meanwhile
-            except (ConnectionError, RuntimeError):
+                messages = [message]
+            gone = False
+            for message in messages:
+                seq = message["seq"]
+                try:
+                    text = json.dumps(message, separators=(",", ":"), allow_nan=False)
+                except ValueError:  # a NaN that escaped json_safe: the push must still be valid JSON
+                    text = json.dumps(json_safe(message), separators=(",", ":"), allow_nan=False)
+                if not raw:
+                    self.lag.sent((page, seq), monotonic_ms(), batch.samples)
+                try:
+                    await ws.send_str(text)  # waits while the page's socket is full; the queue drops meanwhile
+                except (ConnectionError, RuntimeError):
+                    gone = True
+                    break
+            if gone:
                 break
             last_s = loop.time()
 
@@ -2075,6 +2103,26 @@ class GroundServer:
                                self.wall_minus_mono_ms, raf_ms)
         except (KeyError, TypeError, ValueError, OverflowError):  # int(1e999): JSON's infinity
             self.page_messages_refused += 1  # the items before the bad one were taken
+
+
+def _raw_pushes(batch: Batch, seq: int, page_queue: ClientQueue) -> list[dict[str, Any]]:
+    """A program's batch as pushes numbered from ``seq + 1``, each of at most ``MAX_PUSH_RAW_BYTES`` of packets (one
+    larger packet alone); the control messages and what was dropped go in the first."""
+    parts: list[list[RawSample]] = [[]]
+    size = 0
+    for sample in batch.samples:
+        if parts[-1] and size + len(sample.raw) > MAX_PUSH_RAW_BYTES:
+            parts.append([])
+            size = 0
+        parts[-1].append(sample)
+        size += len(sample.raw)
+    pushes = []
+    for i, part in enumerate(parts):
+        head = Batch([], batch.control, batch.dropped_points, batch.dropped_control) if i == 0 else Batch()
+        message = batch_message(head, seq + 1 + i, page_queue)
+        message["raw"] = [[s.spacecraft, s.received_s, s.raw.hex()] for s in part]
+        pushes.append(message)
+    return pushes
 
 
 @dataclass
@@ -2273,8 +2321,13 @@ def quick_config(link: str, *, spacecraft: str = DEFAULT_SPACECRAFT, host: str =
                         two_person=two_person, timeouts=timeouts)
 
 
+# Signals that stop the server as Ctrl-C does: kill PID (systemd), and its terminal closed (SIGHUP, found in audit: it
+# killed the server, the commands it had taken missing from the archive's history). A SIGHUP ignored (nohup) stays so.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+
 def serve(config: ServerConfig) -> int:
-    """Run the server until Ctrl-C or SIGTERM; return an exit code for the CLI."""
+    """Run the server until Ctrl-C, SIGTERM or SIGHUP; return an exit code for the CLI."""
     from ground.auth import UserFileError
 
     try:
@@ -2289,7 +2342,8 @@ def serve(config: ServerConfig) -> int:
     crafts = ", ".join(f"{sc.id} on {sc.link}" for sc in config.spacecraft)
     print(f"sunlit-ground server: {server.url} ({crafts}; archive {config.archive}); Ctrl-C stops", flush=True)
     done = threading.Event()
-    previous = signal.signal(signal.SIGTERM, lambda *_: done.set())
+    previous = {sig: signal.signal(sig, lambda *_: done.set()) for sig in STOP_SIGNALS
+                if not (sig == signal.SIGHUP and signal.getsignal(sig) is signal.SIG_IGN)}
     try:
         while not done.wait(0.5):
             pass
@@ -2303,10 +2357,13 @@ def serve(config: ServerConfig) -> int:
             os.write(2, b"sunlit-ground server: stopping already (writing the archive); SIGKILL to abandon that\n")
 
         previous_int = signal.signal(signal.SIGINT, again)
-        signal.signal(signal.SIGTERM, again)
+        for sig in previous:
+            signal.signal(sig, again)
         try:
             server.stop()
         finally:
-            signal.signal(signal.SIGTERM, previous)
+            for sig, handler in previous.items():
+                if handler is not None:  # None: one not set from Python, which cannot be put back from it
+                    signal.signal(sig, handler)
             signal.signal(signal.SIGINT, previous_int)
     return 0
