@@ -40,16 +40,22 @@ def count(low: int, high: int) -> Callable[[str], int]:
     return parse
 
 
-def seconds(text: str) -> float:
-    """An argparse type: a time to wait, in seconds, above 0 and finite (-1 once waited no time at all,
-    and the wait's end was blamed on the agent)."""
+def positive_number(text: str, noun: str, shown: str, want: str, *, zero: bool = False) -> float:
+    """``text`` as a finite number above 0 (0 or more with ``zero``; never NaN), or argparse's error: ``noun``
+    says what it is not ("a number of seconds"), ``shown`` how it is shown back ("{} s"), ``want`` what to give."""
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not 0 < value < math.inf:
-        raise argparse.ArgumentTypeError(f"{text} s: give a time above 0 and finite")
+        raise argparse.ArgumentTypeError(f"{text!r} is not {noun}") from None
+    if not ((0 <= value) if zero else (0 < value)) or not value < math.inf:
+        raise argparse.ArgumentTypeError(f"{shown.format(text)}: give {want}")
     return value
+
+
+def seconds(text: str) -> float:
+    """An argparse type: a time to wait, in seconds, above 0 and finite (-1 once waited no time at all,
+    and the wait's end was blamed on the agent)."""
+    return positive_number(text, "a number of seconds", "{} s", "a time above 0 and finite")
 
 
 _TEMP_NAME_BYTES = 200  # of the output's name in its temporary file's: 255 (NAME_MAX) less ".", ".XXXXXXXX.part"

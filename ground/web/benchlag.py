@@ -46,6 +46,7 @@ from flight.link.dictionary import Channel, Dictionary, ValueType
 from flight.link.messages import Codec
 from flight.link.transport import open_flight_link
 from ground.auth import Role, UserStore
+from ground.cli_args import positive_number
 from ground.server import DEFAULT_BATCH_INTERVAL_S, GroundServer, quick_config
 from ground.web.browser import CHROMIUM_PATH, require_chromium
 from ground.web.hub import DEFAULT_QUEUE_POINTS, weighted_percentile
@@ -281,28 +282,12 @@ def measure_push_lag(points_per_s: float = TARGET_POINTS_PER_S, pages: int = TAR
 
 def _rate(text: str) -> float:
     """An argparse type: points per second, above 0 and finite."""
-    import argparse
-
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of points per second") from None
-    if not 0 < value < math.inf:
-        raise argparse.ArgumentTypeError(f"{text}: give a rate above 0 and finite")
-    return value
+    return positive_number(text, "a number of points per second", "{}", "a rate above 0 and finite")
 
 
 def _non_negative_s(text: str) -> float:
     """An argparse type: seconds, 0 or more and finite (no warm-up; a batch interval of 0 batches nothing)."""
-    import argparse
-
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not 0 <= value < math.inf:
-        raise argparse.ArgumentTypeError(f"{text} s: give a time of 0 or more, finite")
-    return value
+    return positive_number(text, "a number of seconds", "{} s", "a time of 0 or more, finite", zero=True)
 
 
 def main(argv: list[str] | None = None) -> int:
