@@ -150,6 +150,23 @@ def wait_until(predicate, timeout_s: float = 20.0, what: str = "condition"):
     raise AssertionError(f"{what} not reached within {timeout_s} s")
 
 
+def hear_another_dictionary(source, server: GroundServer) -> None:
+    """Housekeeping from sunlit-1's agent naming another dictionary hash, until the server has heard it."""
+    from flight.link.messages import Codec
+
+    packet = DICTIONARY.packet_by_name["AGENT_HK"]
+    values = {name: None for name in packet.channels}
+    values.update(mode="SAFE", uptime_s=1.0, dict_hash="0123456789abcdef")
+    hk = Codec(DICTIONARY).encode_hk(packet.sid, values, 1.7e9)
+
+    def heard() -> bool:
+        source.publish(hk)
+        source.receive()
+        return server.links["sunlit-1"].client.agent_dict_hash is not None
+
+    wait_until(heard, what="the other dictionary's housekeeping")
+
+
 # --- who may do what -----------------------------------------------------------------------
 
 
@@ -792,21 +809,9 @@ def test_cli_events_shows_history_then_follows(ground, tmp_path):
 def test_a_spacecraft_with_another_dictionary_gets_no_commands(source_and_server):
     """Housekeeping that names another dictionary hash: the server says so in its status and
     fails queued commands instead of sending them."""
-    from flight.link.messages import Codec
-
     source, server = source_and_server
     token = login(server, "alice")
-    packet = DICTIONARY.packet_by_name["AGENT_HK"]
-    values = {name: None for name in packet.channels}
-    values.update(mode="SAFE", uptime_s=1.0, dict_hash="0123456789abcdef")
-    hk = Codec(DICTIONARY).encode_hk(packet.sid, values, 1.7e9)
-
-    def heard() -> bool:
-        source.publish(hk)
-        source.receive()
-        return server.links["sunlit-1"].client.agent_dict_hash is not None
-
-    wait_until(heard, what="the other dictionary's housekeeping")
+    hear_another_dictionary(source, server)
     status = http(server, "GET", "/api/status", token=token)[1]
     assert status["spacecraft"]["sunlit-1"]["dict_match"] is False
     assert "deleted" in status["retention"], "the retention policy ran at start"
@@ -1500,21 +1505,10 @@ def test_another_json_service_on_the_server_url_is_said_never_a_traceback(capsys
 def test_a_procedures_send_the_ground_ended_fails_its_step_never_said_sent(source_and_server):
     """Found in audit: `proc.send("NOOP")` through the server, which failed it on the ground (the agent speaks
     another dictionary), logged "NOOP {} sent", counted it sent and passed its step."""
-    from flight.link.messages import Codec
     from ground.procedure import Procedure, ProcedureFailed
 
     source, server = source_and_server
-    packet = DICTIONARY.packet_by_name["AGENT_HK"]
-    values = {name: None for name in packet.channels}
-    values.update(mode="SAFE", uptime_s=1.0, dict_hash="0123456789abcdef")
-    hk = Codec(DICTIONARY).encode_hk(packet.sid, values, 1.7e9)
-
-    def heard() -> bool:
-        source.publish(hk)
-        source.receive()
-        return server.links["sunlit-1"].client.agent_dict_hash is not None
-
-    wait_until(heard, what="the other dictionary's housekeeping")
+    hear_another_dictionary(source, server)
     alice = client_for(server, "alice")
     log: list[str] = []
     proc = Procedure(alice, log.append)
