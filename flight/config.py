@@ -97,9 +97,7 @@ absolute paths; write yours absolute too. Without ``[paths]`` the state is kept 
 
 from __future__ import annotations
 
-import errno
 import os
-import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -109,6 +107,7 @@ from flight.hal.base import BACKENDS, BoardOptions
 from flight.link.definitions import DICTIONARY, ORDERED_PARAMETERS
 from flight.link.dictionary import ArgumentError
 from flight.link.interface import IPC_PATH_MAX_BYTES, LinkConfigError, parse_link_url
+from flight.storage import ReadRefused, read_file_or_pipe
 
 
 class ConfigError(ValueError):
@@ -243,22 +242,13 @@ MAX_CONFIG_BYTES = 1024 * 1024
 def _read_config_text(path: Path) -> str:
     """The file's text, read from a regular file or a pipe (``--config <(...)``), and only up to
     :data:`MAX_CONFIG_BYTES` (found in audit: ``--config /dev/zero`` ended in a MemoryError traceback, and a
-    named pipe no one writes hung the start for good; it now reads as empty)."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO's open waits for a writer without O_NONBLOCK
-    with os.fdopen(fd, "rb") as f:
-        mode = os.fstat(fd).st_mode
-        if stat.S_ISDIR(mode):
-            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
-        if not (stat.S_ISREG(mode) or stat.S_ISFIFO(mode)):
-            raise ConfigError(f"{path}: not a file (a device or a socket): give the configuration file itself")
-        os.set_blocking(fd, True)  # a pipe with a writer is read to its end; with none yet, it reads as empty at once
-        data = f.read(MAX_CONFIG_BYTES + 1)
-        if not data and stat.S_ISFIFO(mode):  # found in review: said "an edit cut short?" of a pipe
-            raise ConfigError(f"{path}: a pipe that gave nothing (no process writes to it yet, or it wrote nothing): "
-                              "start what writes it first, or give a file")
-    if len(data) > MAX_CONFIG_BYTES:
-        raise ConfigError(f"{path}: over {MAX_CONFIG_BYTES // 1024} KiB, no configuration is that long: is it "
-                          "the right file?")
+    named pipe no one writes hung the start for good)."""
+    try:
+        data = read_file_or_pipe(path, MAX_CONFIG_BYTES)
+    except ReadRefused as exc:
+        why = {"type": "give the configuration file itself", "empty": "start what writes it first, or give a file",
+               "limit": "no configuration is that long: is it the right file?"}[exc.kind]
+        raise ConfigError(f"{path}: {exc}: {why}") from None
     # utf-8-sig: the byte-order mark an editor on Windows puts first is no part of the TOML (found in audit: such a
     # file was refused as "Invalid statement (at line 1, column 1)", nothing wrong to be seen in it)
     return data.decode("utf-8-sig")

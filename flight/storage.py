@@ -216,6 +216,28 @@ class ReadRefused(ValueError):
         self.kind = kind
 
 
+def read_file_or_pipe(path: Path | str, limit_bytes: int) -> bytes:
+    """The bytes of a regular file or of a pipe with a writer (``--config <(...)``, ``/dev/stdin``), at most
+    ``limit_bytes``: a configuration or a schedule an operator may pipe in. Opened non-blocking, so a FIFO no process
+    writes is refused (:class:`ReadRefused` ``empty``), never waited on; a pipe with a writer is read until it closes.
+    A device or a socket is refused unread (``type``: ``/dev/zero`` read on until memory ran out), one longer than
+    the limit too (``limit``); a directory is IsADirectoryError, as an open of it for reading would be."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as f:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
+        if not (stat.S_ISREG(mode) or stat.S_ISFIFO(mode)):
+            raise ReadRefused("not a file (a device or a socket)", "type")
+        os.set_blocking(fd, True)  # a pipe with a writer is read to its end; with none yet, it reads as empty at once
+        data = f.read(limit_bytes + 1)
+    if not data and stat.S_ISFIFO(mode):
+        raise ReadRefused("a pipe that gave nothing (no process writes to it yet, or it wrote nothing)", "empty")
+    if len(data) > limit_bytes:
+        raise ReadRefused(f"over {limit_bytes // 1024} KiB", "limit")
+    return data
+
+
 def read_limited(path: Path | str, limit_bytes: int, expected_bytes: int | None = None) -> tuple[bytes, os.stat_result]:
     """The bytes of the regular file at ``path`` and its status (of the file read, from its descriptor).
 

@@ -576,8 +576,12 @@ class Retention:
     def __post_init__(self) -> None:
         for f in fields(self):
             value = getattr(self, f.name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value) or value < 0:
-                raise ValueError(f"{f.name} {value!r}: a number of at least 0 (inf for no limit)")
+            # past a float's range (a whole number of 400 digits) is refused too, not an OverflowError (found in review)
+            number = float(value) if isinstance(value, float) or (
+                isinstance(value, int) and not isinstance(value, bool) and abs(value) < 2**1023) else math.nan
+            if math.isnan(number) or number < 0:
+                shown = repr(value) if len(repr(value)) <= 24 else f"{repr(value)[:20]}... ({len(repr(value))} digits)"
+                raise ValueError(f"{f.name} {shown}: a number of at least 0 (inf for no limit)")
 
 
 _HK_DEFAULT = Retention(30.0, 512.0)

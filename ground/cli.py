@@ -463,7 +463,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 
 def _cmd_schedule(args: argparse.Namespace) -> int:
     """The agent's on-board schedule: upload a file of time tags, or list what it holds."""
-    from flight.storage import ReadRefused, read_limited
+    from flight.storage import ReadRefused, read_file_or_pipe
     from ground.schedule_file import MAX_FILE_BYTES, ScheduleFileError, parse_schedule
 
     tags = []
@@ -471,8 +471,9 @@ def _cmd_schedule(args: argparse.Namespace) -> int:
         if not args.file:
             raise Refused("schedule upload FILE: which schedule file?")
         try:
-            # Bounded and never waited on (found in audit: a FIFO hung it, a huge file was read whole)
-            text = read_limited(args.file, MAX_FILE_BYTES)[0].decode("utf-8")
+            # Bounded, and a FIFO no one writes never waited on (found in audit: it hung, a huge file was read whole);
+            # a pipe with its writer (`<(...)`, /dev/stdin) is read as a file is (found in review)
+            text = read_file_or_pipe(args.file, MAX_FILE_BYTES).decode("utf-8")
         except ReadRefused as exc:
             raise Refused(f"{args.file}: {exc}") from None
         except OSError as exc:

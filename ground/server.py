@@ -40,6 +40,7 @@ be this server's. Roles: :mod:`ground.auth`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import hashlib
 import json
@@ -1051,7 +1052,8 @@ class GroundServer:
                 asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result(
                     WS_CLOSE_S + SHUTDOWN_GRACE_S + 5.0)
             except Exception as exc:  # noqa: BLE001 - stopping must go on whatever the web side does
-                print(f"sunlit-ground server: web shutdown: {type(exc).__name__}: {exc}", file=sys.stderr)
+                with contextlib.suppress(OSError):  # its terminal closed: the stop goes on unsaid
+                    print(f"sunlit-ground server: web shutdown: {type(exc).__name__}: {exc}", file=sys.stderr)
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._web_thread.join(10.0)
         for link in self.links.values():
@@ -2354,7 +2356,10 @@ def serve(config: ServerConfig) -> int:
         # Ctrl-C or SIGTERM is said and waited out (found in audit: the second Ctrl-C ended it "interrupted", exit 1,
         # and the second SIGTERM killed it, both mid-stop, commands left `queued` in the archive for good).
         def again(*_: object) -> None:
-            os.write(2, b"sunlit-ground server: stopping already (writing the archive); SIGKILL to abandon that\n")
+            # Its terminal may be gone (a SIGHUP comes twice as a shell exits): a write to it that fails must not
+            # break the stop it is said in (found in review: EIO raised in the middle of server.stop(), exit 1)
+            with contextlib.suppress(OSError):
+                os.write(2, b"sunlit-ground server: stopping already (writing the archive); SIGKILL to abandon that\n")
 
         previous_int = signal.signal(signal.SIGINT, again)
         for sig in previous:

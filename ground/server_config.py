@@ -39,9 +39,7 @@
 from __future__ import annotations
 
 import math
-import os
 import re
-import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,6 +47,7 @@ from typing import Any
 from flight import toml_text
 from flight.agent.schedule import NOT_SCHEDULABLE_PREFIXES
 from flight.link.dictionary import Dictionary
+from flight.storage import ReadRefused, read_file_or_pipe
 from ground.queue import Timeouts
 
 SPACECRAFT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$")
@@ -298,20 +297,14 @@ def _read_config_text(path: Path) -> str:
     """The file's text, from a regular file or a pipe with a writer (``--config <(...)``), at most
     :data:`MAX_CONFIG_BYTES` (found in audit: ``--config /dev/zero`` read on until memory ran out, and a named
     pipe no one writes hung the start for good), as the agent reads its own (flight/config.py)."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)  # a FIFO's open waits for a writer without it
-    with os.fdopen(fd, "rb") as f:
-        mode = os.fstat(fd).st_mode
-        if not (stat.S_ISREG(mode) or stat.S_ISFIFO(mode)):
-            raise ServerConfigError(f"{path}: not a file (a folder, a device or a socket): give the configuration "
-                                    "file itself")
-        os.set_blocking(fd, True)  # a pipe with a writer is read to its end; with none yet, it reads as empty at once
-        data = f.read(MAX_CONFIG_BYTES + 1)
-    if not data and stat.S_ISFIFO(mode):
-        raise ServerConfigError(f"{path}: a pipe that gave nothing (no process writes to it yet): start what writes "
-                                "it first, or give a file")
-    if len(data) > MAX_CONFIG_BYTES:
-        raise ServerConfigError(f"{path}: over {MAX_CONFIG_BYTES // 1024} KiB, no configuration is that long: is it "
-                                "the right file?")
+    try:
+        data = read_file_or_pipe(path, MAX_CONFIG_BYTES)
+    except IsADirectoryError:
+        raise ServerConfigError(f"{path}: a folder: give the configuration file itself") from None
+    except ReadRefused as exc:
+        why = {"type": "give the configuration file itself", "empty": "start what writes it first, or give a file",
+               "limit": "no configuration is that long: is it the right file?"}[exc.kind]
+        raise ServerConfigError(f"{path}: {exc}: {why}") from None
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:

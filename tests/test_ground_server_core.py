@@ -56,16 +56,19 @@ def test_frames_a_noisy_serial_line_drops_are_counted_as_bad_packets_and_said(tm
                               port=0, archive=tmp_path / "g.sqlite", users=users)
         server = GroundServer(config, UserStore.load(users), connect_timeout_s=0).start()
         try:
-            line.inject(A_TO_B, b"\x00" + encode_frame(good)[:-5] + b"\x00")  # a frame cut short on the line
-            line.inject(A_TO_B, b"\x01\x02\x03\x04\x00")  # noise
+            # a frame cut short on the line, then noise: one write, though the link may take them apart
+            line.inject(A_TO_B, b"\x00" + encode_frame(good)[:-5] + b"\x00" + b"\x01\x02\x03\x04\x00")
             agent.publish(good)
             link = server.links["sat-s"]
-            wait_until(lambda: "mode" in link.latest and link.status()["bad_packets"] >= 2,
-                       what="the good packet taken, the two dropped frames counted")
+
+            def said() -> list[str]:
+                return [e["text"] for e in list(link.events) if e["name"] == "GROUND_BAD_PACKET"]
+
+            wait_until(lambda: "mode" in link.latest and sum(int(t.split()[0]) for t in said()) >= 2,
+                       what="the good packet taken, the two dropped frames counted and said")
             assert link.status()["bad_packets"] == 2 and link.latest["mode"][0] == "SAFE"
-            said = [e["text"] for e in link.events if e["name"] == "GROUND_BAD_PACKET"]
-            assert len(said) == 1 and said[0].startswith("2 frame(s) dropped by the link before decoding"), said
-            assert "COBS" in said[0] or "length" in said[0], said  # why, as the link said it
+            assert all(" frame(s) dropped by the link before decoding" in t for t in said()), said()
+            assert any("COBS" in t or "length" in t for t in said()), said()  # why, as the link said it
         finally:
             server.stop()
             agent.close()
@@ -135,10 +138,10 @@ def test_a_burst_larger_than_a_programs_message_bound_reaches_it_in_several_push
         for i in range(800):  # 24 MB: events no decoder takes, each with 30 kB of data, each pushed raw
             link.publish(pack_tm(Apid.AGENT, i, Service.EVENT, 5, bytes([0xC1]) * 30_000, 1.7e9 + i))
         taken = server.links["sunlit-1"]
-        wait_until(lambda: taken.packets >= 700 and len(program._packets) >= taken.packets or program.closed_reason,
+        # Every packet taken so far at the program (read in one look: the link may take more meanwhile), or closed
+        wait_until(lambda: program.closed_reason or (taken.packets >= 700 and len(program._packets) == taken.packets),
                    what="the burst at the program")
         assert program.closed_reason == "" and program.dropped == 0, program.closed_reason
-        assert len(program._packets) == taken.packets
     finally:
         if program is not None:
             program.close()

@@ -159,21 +159,36 @@ def test_integers_past_a_floats_range_or_pythons_digit_limit_are_refused_naming_
         assert ground_main(["server", "--config", str(config)]) == 2
         err = capsys.readouterr().err
         assert err.startswith(f"sunlit-ground server: {config}: {said}") and err.count("\n") == 1, err
+    config.write_text(f"{CRAFT}[retention]\nhk = {{ max_mb = 1{'0' * 400} }}\n")  # found in review: a traceback
+    assert ground_main(["server", "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert "max_mb 10000000000000000000... (401 digits): a number of at least 0" in err and "Traceback" not in err, err
     with pytest.raises(ScheduleFileError, match=r"^sched: not valid TOML: Exceeds the limit \(4300 digits\)"):
         parse_schedule('[[entry]]\nafter_s = 1' + "0" * 5000 + '\ncommand = "NOOP"\n', NOW_UNIX_S, "sched")
 
 
-def test_a_schedule_file_that_is_a_fifo_or_too_long_is_refused_unread(tmp_path, capsys):
+def test_a_schedule_file_that_is_a_fifo_no_one_writes_a_device_or_too_long_is_refused_unread(tmp_path, capsys):
     """Found in audit: `schedule upload` read its file with read_text: a FIFO no one writes hung it, and a file
-    of any size was read whole. Now one line naming the file, exit 2, before any server is asked."""
+    of any size was read whole. Now one line naming the file, exit 2, before any server is asked; a pipe with its
+    writer (`<(...)`) is still read as a file is (found in review: refused at first)."""
     from ground.schedule_file import MAX_FILE_BYTES
 
     fifo = tmp_path / "tags.toml"
     os.mkfifo(fifo)
     assert ground_main(["schedule", "upload", str(fifo), "--yes"]) == 2
     err = capsys.readouterr().err
-    assert "tags.toml: not a regular file" in err and "Traceback" not in err, err
+    assert "tags.toml: a pipe that gave nothing" in err and "Traceback" not in err, err
+    assert ground_main(["schedule", "upload", "/dev/zero", "--yes"]) == 2
+    assert "/dev/zero: not a file (a device or a socket)" in capsys.readouterr().err
     long = tmp_path / "long.toml"
     long.write_bytes(b"#" * (MAX_FILE_BYTES + 1))
     assert ground_main(["schedule", "upload", str(long), "--yes"]) == 2
-    assert "over the limit" in capsys.readouterr().err
+    assert "long.toml: over 1024 KiB" in capsys.readouterr().err
+    r, w = os.pipe()  # `schedule upload <(...)`: read through to its parse, which refuses it for what it says
+    os.write(w, b'[[entry]]\nafter_s = -5\ncommand = "NOOP"\n')
+    os.close(w)
+    try:
+        assert ground_main(["schedule", "upload", f"/dev/fd/{r}", "--yes"]) == 2
+    finally:
+        os.close(r)
+    assert "refused before sending" in capsys.readouterr().err
