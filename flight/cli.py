@@ -108,7 +108,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
         reason = _run_agent(agent, config)
     finally:
         agent.close()
-    print(f"sunlit-flight: stopped ({reason}), exit status {agent.exit_status}", file=sys.stderr)
+    try:  # its terminal may be gone (SIGHUP): the exit status still says how the run ended
+        print(f"sunlit-flight: stopped ({reason}), exit status {agent.exit_status}", file=sys.stderr)
+    except OSError:
+        pass
     return agent.exit_status
 
 
