@@ -17,6 +17,7 @@ every rate tried are reported too.
 from __future__ import annotations
 
 import json
+import shutil
 import tempfile
 import threading
 import time
@@ -51,9 +52,16 @@ def _client(server: GroundServer, token: str, counts: dict[str, int], stop: thre
 
 
 def run_rate(points_per_s: float, duration_s: float = 6.0) -> dict[str, Any]:
+    tmp = Path(tempfile.mkdtemp(prefix="sl-ing-", dir="/tmp"))  # short: Unix socket paths
+    try:
+        return _run_rate(tmp, points_per_s, duration_s)
+    finally:  # the archive, the users and the sockets (found in audit: every run left its folder in /tmp)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _run_rate(tmp: Path, points_per_s: float, duration_s: float) -> dict[str, Any]:
     from ground.web.benchlag import SyntheticTelemetry
 
-    tmp = Path(tempfile.mkdtemp(prefix="sl-ing-", dir="/tmp"))  # short: Unix socket paths
     url = f"zmq+ipc://{tmp}/link"
     users = UserStore(tmp / "users.toml")
     users.set("bench", Role.VIEWER, "bench-password")
@@ -119,6 +127,14 @@ def kill9_server(rate_packets_per_s: float = 20.0, ingest_s: float = 4.0) -> dic
     housekeeping from the synthetic source (packet time = wall time) for ``ingest_s``, is
     killed with SIGKILL by its pid, and the archive is reopened as it is (no repair): the
     seconds between the kill and the newest packet time archived, and ``Archive.check()``."""
+    tmp = Path(tempfile.mkdtemp(prefix="sl-k9-", dir="/tmp"))
+    try:
+        return _kill9_server(tmp, rate_packets_per_s, ingest_s)
+    finally:  # as run_rate's: nothing of the run left in /tmp
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _kill9_server(tmp: Path, rate_packets_per_s: float, ingest_s: float) -> dict[str, Any]:
     import os
     import signal
     import subprocess
@@ -127,7 +143,6 @@ def kill9_server(rate_packets_per_s: float = 20.0, ingest_s: float = 4.0) -> dic
     from ground.archive import Archive
     from ground.web.benchlag import SyntheticTelemetry
 
-    tmp = Path(tempfile.mkdtemp(prefix="sl-k9-", dir="/tmp"))
     url = f"zmq+ipc://{tmp}/link"
     users = UserStore(tmp / "users.toml")
     users.set("bench", Role.VIEWER, "bench-password")

@@ -205,7 +205,7 @@ def flips(graph: TorchGraph, pool: np.ndarray, rng: np.random.Generator, n: int)
 def main(argv: list[str] | None = None) -> dict[str, object]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a fortieth of the tiles, 200 flips")
-    parser.add_argument("--seed", type=int, default=r.SEED)
+    parser.add_argument("--seed", type=r.non_negative_int, default=r.SEED)
     args = parser.parse_args(argv)
     import torch  # the bench extra; not a dependency of the agent
 

@@ -95,8 +95,9 @@ def on_device_overhead(bare: bytes, protected: bytes, tiles: np.ndarray, batch: 
 
 def main(argv: list[str] | None = None) -> dict[str, object]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--flips", type=int, default=3000)
-    parser.add_argument("--tiles", type=int, default=None, help="at most this many clean tiles (default: all)")
+    parser.add_argument("--flips", type=r.non_negative_int, default=3000)
+    parser.add_argument("--tiles", type=r.non_negative_int, default=None,
+                        help="at most this many clean tiles (default: all)")
     args = parser.parse_args(argv)
     if CUDA not in ort.get_available_providers():
         return {"skipped": f"this onnxruntime ({ort.__version__}) has no {CUDA}: install onnxruntime-gpu on a "

@@ -132,13 +132,16 @@ def store_crashes(kills: int = STORE_KILLS, seed: int = 7) -> dict[str, Any]:
     rng = random.Random(seed)
     corrupt, lost_per_kill, unsynced, sync_ms = 0, [], [], []
     max_bytes = 64 * SEGMENT_BYTES
+    # The last id appended and the last synced, carried from one writer to the next: the store, and what in it is
+    # not yet synced, outlives a kill (found in audit: from 0 for each writer, one killed before its first sync
+    # counted every record the store ever took as unsynced, 84 992 in one kill of 100: a p99 of 1314 for some 470)
+    last_synced, last_appended = 0, 0
     with tempfile.TemporaryDirectory(prefix="sunlit-store-") as tmp:
         for k in range(kills):
             proc = subprocess.Popen([sys.executable, "-c", _WRITER, tmp, str(max_bytes), str(SEGMENT_BYTES),
                                      str(seed * 1000 + k), str(EVENT_EVERY_TURNS)],
                                     stdout=subprocess.PIPE, text=True, cwd=ROOT,
                                     env={**os.environ, "PYTHONPATH": str(ROOT)})
-            last_synced, last_appended = 0, 0
             lines = 0
             appended: set[int] = set()  # by this writer, before its kill
 

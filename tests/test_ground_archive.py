@@ -1687,3 +1687,26 @@ def test_export_and_query_read_a_window_a_page_at_a_time_and_give_what_one_read_
             np.nanmax(whole["cpu_pct"][1]))
         assert stats[2]["mean"] == pytest.approx(float(np.nanmean(whole["cpu_pct"][1])))
         assert stats[0]["first"] == utc_iso(T0_S) and stats[0]["last"] == utc_iso(T0_S + 44) and "min" not in stats[0]
+
+
+@pytest.mark.system
+def test_the_benchmarks_server_runs_leave_nothing_in_tmp(monkeypatch):
+    """bench._ingest makes a folder in /tmp per run (its archive, users and Unix sockets: short paths); each
+    was left there after the run, one per ``make bench`` of bench.ground and rate tried (found in audit)."""
+    import tempfile
+
+    from bench import _ingest
+
+    made: list[Path] = []
+    real_mkdtemp = tempfile.mkdtemp
+
+    def mkdtemp(*args, **kwargs):
+        made.append(Path(real_mkdtemp(*args, **kwargs)))
+        return str(made[-1])
+
+    monkeypatch.setattr(_ingest.tempfile, "mkdtemp", mkdtemp)
+    out = _ingest.kill9_server(ingest_s=1.5)
+    assert out["kill9_server_check"] == "ok" and out["kill9_server_hk_packets"] > 0, out
+    run = _ingest.run_rate(2000.0, duration_s=0.2)
+    assert run["offered_points_per_s"] == 2000.0
+    assert len(made) == 2 and not any(path.exists() for path in made), made

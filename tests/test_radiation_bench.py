@@ -134,3 +134,70 @@ def test_the_width_figures_count_what_they_say_on_a_small_model():
     assert row["false_alarms"] == [0, 2 * 2 * radiation.WIDTH_BATCH]
     assert row["flips"] == 40 and 0 < row["flips_consequential"] < 40
     assert row["flips_detected"] == row["flips_consequential"]
+
+
+def test_a_negative_seed_or_count_is_a_usage_error_never_a_traceback(capsys):
+    """numpy's generators refuse a negative seed: ``python -m bench.radiation --seed -1`` was a ValueError
+    traceback from inside numpy (found in audit), and bench.abft_ort_gpu's ``--tiles -5`` dropped the last five
+    tiles silently. argparse refuses them now, as any other bad argument, with exit status 2."""
+    from bench import abft_gpu, abft_ort_gpu
+
+    for main, argv in ((radiation.main, ["--seed", "-1"]), (abft_gpu.main, ["--seed", "-20"]),
+                       (abft_ort_gpu.main, ["--tiles", "-5"]), (abft_ort_gpu.main, ["--flips", "x"])):
+        with pytest.raises(SystemExit) as refused:
+            main(argv)
+        err = capsys.readouterr().err
+        assert refused.value.code == 2 and "Traceback" not in err, (argv, err)
+        assert "is negative: give 0 or more" in err or "is not a whole number" in err, (argv, err)
+    assert radiation.non_negative_int("0") == 0 and radiation.non_negative_int("17") == 17
+
+
+def test_the_flip_campaigns_clean_runs_are_counted_for_the_model_that_made_them():
+    """``false_alarms_flip_campaign_clean`` is the protected model's (abft_ok); the campaign over every
+    activation of the model with range checks too (abft_ok and range_ok) was summed into it, and left out of
+    ``range_false_alarms_flip_campaign_clean`` (found in audit: 16 000 of its tiles at the default counts)."""
+    from flight.compute import ranges
+    from flight.compute.package import shipped_reference_inputs
+
+    bare = (radiation.MODELS_DIR / radiation.MODEL_FILE).read_bytes()
+    protected = abft.protect(onnx.load_from_string(bare))
+    ranged = ranges.protect(protected, ranges.learn(bare, shipped_reference_inputs()), margin=ranges.DEFAULT_MARGIN)
+    held = radiation.load_held_out().tiles.astype(np.float32)
+    tallies = radiation.flip_campaigns(protected, held, 17, 2, 2, ranged)
+    range_flips = tallies.pop("range_activations")
+    batch = radiation.FLIP_BATCH
+    # weights 1, activations 1, unchecked weights 2, unchecked activations 2, every activation 2, past the checks
+    assert radiation.campaign_clean(tallies.values(), (abft.OUTPUT,))[1] == (1 + 1 + 2 + 2 + 2
+                                                                            + radiation.PAST_FLIPS) * batch
+    # the range model's: the unchecked activations replayed (2) and every activation replayed (2)
+    assert radiation.campaign_clean([range_flips, *tallies.values()], (abft.OUTPUT, ranges.OUTPUT))[1] == 4 * batch
+
+
+def test_the_store_writers_unsynced_records_run_from_the_last_sync_of_any_writer(monkeypatch):
+    """bench.reliability's ``store_unsynced_records_p99``: the records appended since the last fsync when the
+    kill came. Each writer's count began at id 0, so one killed before its first sync had every record the
+    store ever took unsynced (84 992 in one kill of the default 100, the p99 1314 where the rest were under 470;
+    found in audit). Two scripted writers (what they print is what the bench reads): the first appends 1-3 and
+    syncs at 2, the second appends 4 and 5 and never syncs: 1, then 3 records unsynced (not 5)."""
+    from bench import reliability
+
+    monkeypatch.setattr(reliability, "_WRITER", "import sys\n"
+                        "first = int(sys.argv[4]) % 1000 == 0\n"
+                        "print('A 1\\nA 2\\nS 2 0.25\\nA 3' if first else 'A 4\\nA 5', flush=True)\n")
+    figures = reliability.store_crashes(kills=2, seed=3)
+    assert figures["store_unsynced_records_p99"] == pytest.approx(np.percentile([1, 3], 99))
+    assert figures["store_sync_ms_p99"] == 0.25
+
+
+def test_the_compute_benchs_pairs_put_each_side_first_as_often(monkeypatch):
+    """bench.compute alternates which side of a pair goes first so that a slow spell of the machine lands on
+    both alike; its pair counts must be even for that (its doc: 7 split the orders 4:3). ``SIZE_PAIRS`` was 5
+    (found in audit: 3:2 for ``infer_ratio_by_job_tiles``)."""
+    from bench import compute
+
+    orders: list[bool] = []
+    monkeypatch.setattr(compute, "pair", lambda bare, agent, tiles, bare_first: orders.append(bare_first) or (1.0, 2.0))
+    for n in (compute.PAIRS, compute.SIZE_PAIRS, compute.CHECKED_PAIRS):
+        orders.clear()
+        _, _, ratios = compute._pairs(None, None, np.zeros((4, 1)), n)
+        assert len(ratios) == n and orders.count(True) == orders.count(False), (n, orders)
