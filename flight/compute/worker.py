@@ -557,7 +557,10 @@ class Worker:
         self._corrupt_event_at: dict[str, float] = {}  # what -> when last said (those of the last 10 s)
         self._corrupt_said: dict[str, tuple[str, str]] = {}  # model name -> its reference set said corrupt
         self._marked_event_at, self._marked_unsaid = -math.inf, 0  # PRODUCT_MARKED: when last said, how many since
-        self._unmovable: set[str] = set()  # refused incoming files that could not be moved either: skipped
+        # Incoming files that could not be moved (refused, or screened) -> what they were (_file_stamp): skipped
+        # while the same file is there; another written under the name is screened (found in review: a camera
+        # writing scene.npy again had every later scene skipped for good)
+        self._unmovable: dict[str, tuple[int, ...] | None] = {}
         self._last_job_id = 0  # the job the last slice ran (status: job_id, job_kind)
         self._last_train_job_id = 0  # the training job that ran last (status: train_*)
         self._watched_repairs: dict[str, int] = {}  # per model name: repairs of a tensor no check covers, so far
@@ -1918,7 +1921,10 @@ class Worker:
         written (write as .NAME, then rename): left alone. A symbolic link is not a tile the ground
         sent: left where it is, never read. Nor is a file refused already that could not be moved."""
         files = sorted(p for p in self._dir("incoming").glob("*.npy") if not p.name.startswith(".") and not p.is_symlink())
-        self._unmovable &= {p.name for p in files}  # forget what is gone: bounded by the files there are
+        names = {p.name for p in files}
+        # forget what is gone or replaced: bounded by the files there are
+        self._unmovable = {name: stamp for name, stamp in self._unmovable.items()
+                           if name in names and _file_stamp(self._dir("incoming") / name) == stamp}
         return [p for p in files if p.name not in self._unmovable]
 
     def _read_incoming(self, job: Job, path: Path) -> tuple[bytes, os.stat_result] | None:
@@ -1961,7 +1967,7 @@ class Worker:
             for old in kept[KEEP_REJECTED_FILES:]:
                 old.unlink()
         except (NameRefused, OSError):
-            self._unmovable.add(path.name)  # left in place, never read again in this run
+            self._unmovable[path.name] = _file_stamp(path)  # left in place, not read again while it is there
 
     def _pause_training(self, reason: str) -> None:
         for job_id, tjob in list(self._training.items()):
@@ -2124,7 +2130,7 @@ class Worker:
                 except FileNotFoundError:
                     pass
                 except OSError as exc:  # NameRefused too
-                    self._unmovable.add(path.name)
+                    self._unmovable[path.name] = _file_stamp(path)
                     self._write_failed(f"the move of {path.name} to incoming/done/"[:100], exc)
             job.progress += len(tiles)
             return
@@ -2895,6 +2901,16 @@ def _product_stem(job_id: int, source: str, suffix: str = "") -> str:
     if len(source) <= room:
         return prefix + source + suffix
     return f"{prefix}{source[:room - 9]}-{hashlib.sha256(source.encode()).hexdigest()[:8]}{suffix}"
+
+
+def _file_stamp(path: Path) -> tuple[int, ...] | None:
+    """What tells one file under ``path``'s name from another put there since (as :func:`_same_file` judges), or
+    None where there is none."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 def _same_file(path: Path, taken: os.stat_result) -> bool:
