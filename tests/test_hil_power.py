@@ -118,6 +118,10 @@ def test_the_profile_records_the_attitude_and_panels_and_regenerates_from_them()
     assert meta["array_area_m2"] == 0.3 and meta["array_normal_orbit_frame"] == [0.0, 1.0, 0.0]
     assert meta["array_attitude"] == "nadir" and meta["array_panels"] == [{"normal": [0.0, 1.0, 0.0], "area_m2": 0.3}]
     np.testing.assert_array_equal(regenerate(old, 1200.0).columns["solar_power_w"][:61], old.columns["solar_power_w"])
+    # A run not a whole number of the profile's steps: its end is covered (found in review: the last sample fell
+    # short, and the run failed at its last step once Profile.at held to the profile's span)
+    ragged = regenerate(old, 1203.0)
+    assert ragged.duration_s == 1210.0 and ragged.at(1203.0)["time_s"] == ragged.start_s + 1203.0
 
 
 @pytest.mark.req("HIL-007")

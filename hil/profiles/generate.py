@@ -578,8 +578,11 @@ def regenerate(profile: Profile, duration_s: float, step_s: float | None = None)
     description = made("orbit.description", lambda: dict(meta["orbit"].get("description") or {}))  # [1, 2] too
     if not (math.isfinite(step) and step > 0):
         raise ProfileError(f"the profile's metadata.step_s cannot be made again: {step} is not a step above 0")
+    # Whole steps of the profile's own that reach the run's end: a run of 11521 s on a profile of 30 s steps
+    # ends past its last sample of 11520 s otherwise (found in review: the run failed at its last step)
+    covering_s = math.ceil(duration_s / step - 1e-9) * step
     try:
-        return generate_profile(orbit, profile.start_s, duration_s, step, spacecraft, stations, radiation,
+        return generate_profile(orbit, profile.start_s, covering_s, step, spacecraft, stations, radiation,
                                 orbit_description=description)
     except ValueError as exc:  # past MAX_STEPS at the profile's step: bad input (found in review: an internal error)
         raise ProfileError(f"this profile cannot be extended to {duration_s:g} s: {exc}") from None
