@@ -42,16 +42,19 @@ def redact_paths(text: str) -> str:
     return _ABSOLUTE_PATH.sub(r"\1", text) if "/" in text else text
 
 
-def write_atomic(path: Path | str, data: bytes, *, sync_dir: bool = True) -> None:
+def write_atomic(path: Path | str, data: bytes, *, sync_dir: bool = True, mode: int | None = None) -> None:
     """Write ``data`` to ``path`` so that a power cut leaves the old file or the new one, never a part:
     a temp file beside it, fsync'd, renamed over it, and the directory fsync'd so the rename stays.
     ``sync_dir=False`` leaves the directory's fsync to the caller, who writes several files in it and
-    syncs it once (:func:`fsync_path`)."""
+    syncs it once (:func:`fsync_path`). The file is the owner's alone (0600, as the temp file is made),
+    or ``mode`` less the process's umask, as ``open`` would make it (a file others are meant to read)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
+            if mode is not None:
+                os.fchmod(f.fileno(), mode & ~_umask())
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
@@ -64,6 +67,18 @@ def write_atomic(path: Path | str, data: bytes, *, sync_dir: bool = True) -> Non
         raise
     if sync_dir:
         fsync_path(path.parent)
+
+
+def _umask() -> int:
+    """The process's umask, read without changing it (os.umask sets it, for every thread); 022 where unknown."""
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0o022
 
 
 def fsync_path(path: Path | str) -> None:

@@ -4,6 +4,8 @@ profile, the shipped files, the CLI helper and the harness's entry point."""
 import argparse
 import json
 import math
+import os
+import stat
 import types
 
 import numpy as np
@@ -657,6 +659,10 @@ def test_a_write_that_fails_leaves_the_old_profile_and_no_temporary_file(tmp_pat
     assert done.stdout.startswith("refused")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["p.csv"]
     assert (tmp_path / "p.csv").read_bytes() == before
+    # readable as any file the user makes, not the temporary file's 0600 (found in review)
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert stat.S_IMODE((tmp_path / "p.csv").stat().st_mode) == 0o666 & ~umask
 
 
 @pytest.mark.req("HIL-001")

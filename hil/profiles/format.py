@@ -639,7 +639,7 @@ def write_profile(profile: Profile, path: str | Path) -> Path:
         out = pa.BufferOutputStream()
         pq.write_table(table, out, compression="zstd")
         data = out.getvalue().to_pybytes()
-    write_atomic(path, data)
+    write_atomic(path, data, mode=0o666)  # readable as any file the user makes (found in review: 0600)
     return path
 
 
