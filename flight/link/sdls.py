@@ -65,7 +65,7 @@ from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap
 
 from flight.link.interface import FlightLink, GroundLink, Refused
 from flight.link.packets import CRC_LEN, PRIMARY_HEADER_LEN, _crc
-from flight.storage import (CorruptFile, ReadRefused, fsync_path, quarantine, read_checked_json, read_limited,
+from flight.storage import (CorruptFile, ReadRefused, fsync_path, quarantine, read_checked_json, read_file_or_pipe,
                             write_checked_json)
 
 SPI_LEN, SN_LEN, MAC_LEN = 2, 8, 16
@@ -159,10 +159,10 @@ class KeyRing:
         key file but the custodian's file of master keys (``sunlit-ground key split``)."""
         path = Path(path)
         try:
-            # Bounded and never waited on: a FIFO or a device named as the key file is refused, not
-            # blocked on (found in audit: the agent hung at start on one), and a huge file unread.
-            data, st = read_limited(path, KEY_FILE_LIMIT_BYTES)
-            text = data.decode()
+            # Bounded, and a FIFO no one writes or a device refused, never waited on (found in audit: the agent
+            # hung at start on one); a pipe with its writer (a custodian's `<(gpg -d ...)`) is read as a file is.
+            st = path.stat()
+            text = read_file_or_pipe(path, KEY_FILE_LIMIT_BYTES).decode()
         except ReadRefused as exc:
             raise KeyFileError(f"{path}: {exc}") from None
         except OSError as exc:
