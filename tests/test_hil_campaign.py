@@ -111,11 +111,14 @@ def test_a_local_ray_gives_the_same_rows_as_the_local_pool(pool_run):
 
 
 @pytest.mark.req("HIL-009")
-def test_a_killed_campaign_resumes_and_runs_only_the_missing_cases(pool_run, tmp_path):
+def test_a_killed_campaign_resumes_and_runs_only_the_missing_cases(pool_run, tmp_path, short_dir):
     file, pool_out, _ = pool_run
     out = tmp_path / "killed"
+    # Its case's run folder in a temporary directory of the test's: a kill -9 leaves it (no clean-up at all), and
+    # /tmp gained one each run of the suite
     proc = subprocess.Popen([sys.executable, "-m", "hil", "campaign", str(file), "--out", str(out), "--workers", "1"],
-                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, "TMPDIR": str(short_dir)})
     try:
         deadline = time.monotonic() + 60
         finished: dict = {}

@@ -266,3 +266,76 @@ def test_demo_with_its_report_folder_blocked_by_a_file_is_bad_input_not_an_inter
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("sunlit-hil demo: reports/demo: cannot make the report folder"), err
     assert (tmp_path / blocker).read_text() == "not a folder"  # nothing of it touched
+
+
+# --- 6. `make demo`: python -m hil.demo is sunlit-hil demo ---------------------------------------------------------
+
+
+@pytest.mark.req("HIL-003")
+@pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
+def test_make_demo_stopped_by_ctrl_c_or_sigterm_says_so_in_one_line_and_leaves_nothing(tmp_path, how):
+    """Found in audit: `make demo` runs ``python -m hil.demo``, which called the demo outside hil.cli: Ctrl-C was a
+    traceback (KeyboardInterrupt in the loop's sleep) and SIGTERM killed it where it stood (exit 143), its temporary
+    directory left in /tmp and no verdict written. Now both end as `sunlit-hil demo` ends them: exit 130, one line."""
+    import shutil
+    import tempfile
+
+    short = Path(tempfile.mkdtemp(prefix="d", dir="/tmp"))  # $TMPDIR, short enough for the run's sockets
+    proc = None
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "hil.demo"], cwd=tmp_path, start_new_session=True,
+                                env={**os.environ, "TMPDIR": str(short)},
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                # as from a terminal: a pytest-xdist worker hands its children SIGINT ignored
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        lock = None
+        for _ in range(600):  # the agent holds its state directory's lock once it runs
+            lock = next(short.glob("sunlit-hil-*/state/.agent.lock"), None)
+            if lock is not None and lock.read_text().strip():
+                break
+            time.sleep(0.05)
+        assert lock is not None and lock.read_text().strip(), "the demo never started its agent"
+        agent_pid = int(lock.read_text().split()[0])
+        if how == "ctrl-c":  # a terminal's Ctrl-C reaches its whole foreground process group, the agent too
+            os.killpg(proc.pid, signal.SIGINT)
+        else:
+            proc.send_signal(signal.SIGTERM)
+        _out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 130, (proc.returncode, err)
+        assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("sunlit-hil demo: interrupted"), err
+        assert not list(short.iterdir()), "its temporary directory removed"
+        with pytest.raises(ProcessLookupError):
+            os.kill(agent_pid, 0)
+        saved = strict_loads((tmp_path / "reports" / "demo" / "summary.json").read_text())
+        assert saved["passed"] is False and saved["error"].startswith("interrupted")
+    finally:
+        if proc is not None and proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        shutil.rmtree(short, ignore_errors=True)
+
+
+@pytest.mark.req("HIL-007")
+@pytest.mark.parametrize("stdout", ["terminal", "closed"])
+def test_make_demo_with_its_report_folder_blocked_is_one_line_exit_2_even_with_its_reader_gone(tmp_path, stdout):
+    """Found in audit: ``python -m hil.demo`` (what `make demo` runs) with reports/demo a file (or a read-only
+    checkout) printed a traceback of ScenarioError and exited 1, "a criterion failed"; with its stdout's reader gone
+    (`| head`) the first line it printed was a traceback of BrokenPipeError. Bad input: one line naming it, exit 2."""
+    (tmp_path / "reports").mkdir()
+    (tmp_path / "reports" / "demo").write_text("not a folder")
+    read, write = os.pipe()
+    if stdout == "closed":
+        os.close(read)
+    try:
+        proc = subprocess.run([sys.executable, "-m", "hil.demo"], cwd=tmp_path, stdout=write, stderr=subprocess.PIPE,
+                              text=True, timeout=60)
+    finally:
+        os.close(write)
+        if stdout == "terminal":
+            said = os.read(read, 65536).decode()
+            os.close(read)
+            assert said.startswith("Sunlit demo: flying one sun-synchronous orbit")
+    err = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2, (proc.returncode, proc.stderr)
+    assert len(err) == 1 and err[0].startswith("sunlit-hil demo: reports/demo: cannot make the report folder"), err
+    assert (tmp_path / "reports" / "demo").read_text() == "not a folder"
