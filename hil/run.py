@@ -184,7 +184,8 @@ def one_screen(body: dict, report_dir: Path) -> str:
     lines = [
         f"{body['scenario']}: {'PASS' if body['passed'] else 'FAIL'}   ({body['time_mode']}, compute {mode})",
         f"  {body['sim_s']:.0f} simulated s in {body['wall_s']:.1f} wall s (x{body['speedup']})",
-        f"  charge min {body['soc_min_pct']:.1f} %, end {body['soc_end_pct']:.1f} %; hottest {body['temp_max_c']:.1f} °C",
+        f"  charge min {body['soc_min_pct']:.1f} %, end {body['soc_end_pct']:.1f} %; hottest {body['temp_max_c']:.1f} °C"
+        " (modelled: battery, temperatures and the board's power are the harness's, not measured)",
         *work,
         f"  {len(body['faults'])} faults, {len(body['commands'])} commands, {body['events']} events",
     ]

@@ -448,6 +448,8 @@ def test_the_summary_says_whether_compute_was_modelled_or_real_and_what_the_work
     assert f"Environment: {html.escape(saved['environment'])}" in page
     screen = one_screen(body, tmp_path)
     assert f"compute {mode})" in screen.splitlines()[0]
+    # the terminal's summary too (found in audit: it gave charge and temperature as if measured)
+    assert "°C (modelled: battery, temperatures and the board's power are the harness's, not measured)" in screen
     if real:
         assert saved["work_tiles"] == 256
         assert "work 256 tiles (real: tiles screened by ONNX Runtime in the worker)" in screen
