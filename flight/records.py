@@ -27,6 +27,8 @@ from typing import Any, Iterable
 
 import msgpack
 
+from flight.storage import printable
+
 
 class ProtocolError(ValueError):
     """A message that is not one of the protocol's records; the text names the field."""
@@ -102,7 +104,8 @@ class RecordCodec:
         if not isinstance(fields, dict):
             raise ProtocolError(f"{where}: expected a map of fields, got {type(fields).__name__}")
         hints = self._hint(cls)
-        unknown = sorted(str(k) for k in fields if k not in hints)
+        # escaped (found in audit: a name with a newline made the error, said as an event or a log line, two lines)
+        unknown = sorted(printable(str(k)) for k in fields if k not in hints)
         if unknown:
             raise ProtocolError(f"{where}: unknown field {', '.join(unknown)[:80]}")
         values = {}

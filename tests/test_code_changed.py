@@ -7,6 +7,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -44,3 +45,19 @@ def test_the_agent_starts_no_other_worker_and_its_compute_commands_say_why(tmp_p
         assert refused.failed and "updated under it; restart the agent" in refused.failure.reason
     finally:
         rig.close()
+
+
+@pytest.mark.req("DEP-005", "AGT-030")
+def test_the_code_id_changes_with_the_codec_as_with_the_records(tmp_path, monkeypatch):
+    """An update of flight/records.py alone (the wire form both ends must share) gives the worker another CODE_ID,
+    so a new worker is not taken by an old agent (found in audit: the id covered protocol.py and the dictionary
+    only)."""
+    from flight import records
+
+    assert cp._code_id() == cp.CODE_ID
+    changed = tmp_path / "records.py"
+    changed.write_bytes(Path(records.__file__).read_bytes().replace(b"return value.value", b"return value.name"))
+    monkeypatch.setattr(records, "__file__", str(changed))
+    other = cp._code_id()
+    assert other != cp.CODE_ID
+    assert other.split("-")[1] == cp.CODE_ID.split("-")[1]  # the dictionary is the same

@@ -95,3 +95,16 @@ def test_a_codec_takes_frozen_records_only():
 
     with pytest.raises(TypeError, match="frozen"):
         RecordCodec("test", (Loose,))
+
+
+@pytest.mark.req("AGT-030")
+def test_an_unknown_field_with_a_hostile_name_is_named_on_one_line():
+    """A field name with a newline and an escape sequence is named escaped: the error, said as an event or a log
+    line, stays one line and forges nothing (found in audit: the name went into it as it came)."""
+    raw = msgpack.packb(["Ping", {"seq": 1, "x\nINTERNAL_ERROR forged\x1b[2J": 1}])
+    for decode in (cp.CODEC.decode, cp.CODEC.decode_lenient):
+        with pytest.raises(ProtocolError) as err:
+            decode(raw)
+        text = str(err.value)
+        assert text.isprintable() and "\n" not in text, text
+        assert text == "Ping: unknown field x\\nINTERNAL_ERROR forged\\x1b[2J"

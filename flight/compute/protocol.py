@@ -35,6 +35,7 @@ import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from flight import records
 from flight.link.definitions import DICTIONARY, Admission, FluxClass, JobKind
 from flight.records import RecordCodec
 
@@ -53,9 +54,13 @@ no other until it is itself restarted on the new code."""
 
 
 def _code_id() -> str:
-    """What the two ends must share, as this process read it at import: the records below (this file) and the
-    dictionary the worker's events are checked against."""
-    return f"{hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:12]}-{DICTIONARY.version_hash}"
+    """What the two ends must share, as this process read it at import: the records below (this file), the codec
+    that carries them (flight/records.py: found in audit, an update of the codec alone left the id as it was, and
+    a new worker passed its check against an old agent) and the dictionary the worker's events are checked against."""
+    digest = hashlib.sha256()
+    for source in (Path(__file__), Path(records.__file__)):
+        digest.update(hashlib.sha256(source.read_bytes()).digest())
+    return f"{digest.hexdigest()[:12]}-{DICTIONARY.version_hash}"
 
 
 CODE_ID = _code_id()
