@@ -275,3 +275,36 @@ def test_a_worker_whose_output_runs_away_has_its_log_rotated_as_it_grows_not_a_m
         assert len(list(logs.glob("worker-*.log"))) == WORKER_LOGS_KEPT
     finally:
         sup.close()
+
+
+@pytest.mark.req("CMP-012")
+def test_a_message_only_the_agent_sends_is_said_and_the_workers_socket_bounds_a_message(tmp_path):
+    """Found in audit: a record only the agent sends (Stop, Admit) arriving from a worker was dropped unsaid, where
+    the worker says the same fault of its own; and the agent's socket to its workers took a frame of any size
+    (256 MiB read whole). Now said as an internal error, and libzmq drops a message past the bound unread."""
+    import time
+
+    import zmq
+
+    from flight.agent.compute import WORKER_MESSAGE_MAX_BYTES
+
+    errors: list = []
+    sup = ComputeSupervisor(tmp_path / "compute", True, lambda name, **args: None, _Faults(), _MovingClock(),
+                            dict(DICTIONARY.parameter_defaults), lambda: 1,
+                            lambda where, exc: errors.append((where, str(exc))))
+    dealer = zmq.Context.instance().socket(zmq.DEALER)
+    dealer.setsockopt(zmq.IDENTITY, b"compute")
+    dealer.linger = 0
+    dealer.connect(sup.endpoint)
+    try:
+        dealer.send(cp.encode(cp.Stop("from the wrong side")))
+        for _ in range(500):
+            sup.receive()
+            if errors:
+                break
+            time.sleep(0.01)
+        assert errors == [("compute message", "Stop is no message a worker sends")]
+        assert sup._sock.getsockopt(zmq.MAXMSGSIZE) == WORKER_MESSAGE_MAX_BYTES  # noqa: SLF001
+    finally:
+        dealer.close()
+        sup.close()
