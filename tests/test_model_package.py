@@ -608,5 +608,5 @@ def test_a_trusted_keys_fifo_is_refused_not_waited_on(tmp_path):
     it is refused naming the key and the file."""
     fifo = tmp_path / "trusted.keys"
     os.mkfifo(fifo)
-    with pytest.raises(ConfigError, match=rf"models.trusted_keys: {fifo}: cannot read it: a pipe that gave nothing"):
+    with pytest.raises(ConfigError, match=rf"models.trusted_keys: {fifo}: cannot read it: not a regular file"):
         parse_config({"models": {"trusted_keys": str(fifo)}})

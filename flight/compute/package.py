@@ -47,7 +47,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from flight.storage import ReadRefused, read_file_or_pipe
+from flight.storage import ReadRefused, read_limited
 
 MANIFEST_FORMAT = "sunlit-model-package/1"
 SIGN_DOMAIN = b"sunlit-model-package/1\n"  # signed before the body: a signature means this and nothing else
@@ -192,8 +192,8 @@ def load_trusted_keys(path: Path | str) -> dict[str, bytes]:
     keys: dict[str, bytes] = {}
     for f in files:
         try:
-            # Bounded, and a FIFO no one writes refused, never waited on; a pipe with its writer is read.
-            text = read_file_or_pipe(f, TRUSTED_KEYS_LIMIT_BYTES).decode()
+            # Bounded and never waited on: a FIFO named as the key file is refused, not blocked on.
+            text = read_limited(f, TRUSTED_KEYS_LIMIT_BYTES)[0].decode()
         except FileNotFoundError:
             raise KeyFileError(f"{f}: no such trusted-keys file") from None
         except ReadRefused as exc:

@@ -65,7 +65,7 @@ from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap
 
 from flight.link.interface import FlightLink, GroundLink, Refused
 from flight.link.packets import CRC_LEN, PRIMARY_HEADER_LEN, _crc
-from flight.storage import (CorruptFile, ReadRefused, fsync_path, quarantine, read_checked_json, read_file_or_pipe,
+from flight.storage import (CorruptFile, ReadRefused, fsync_path, quarantine, read_checked_json, read_limited,
                             write_checked_json)
 
 SPI_LEN, SN_LEN, MAC_LEN = 2, 8, 16
@@ -159,10 +159,12 @@ class KeyRing:
         key file but the custodian's file of master keys (``sunlit-ground key split``)."""
         path = Path(path)
         try:
-            # Bounded, and a FIFO no one writes or a device refused, never waited on (found in audit: the agent
-            # hung at start on one); a pipe with its writer (a custodian's `<(gpg -d ...)`) is read as a file is.
-            st = path.stat()
-            text = read_file_or_pipe(path, KEY_FILE_LIMIT_BYTES).decode()
+            # Bounded and never waited on: a FIFO or a device named as the key file is refused, not
+            # blocked on (found in audit: the agent hung at start on one), and a huge file unread. A pipe is
+            # refused too: a key file is read at the config's check and again where it is used, and a pipe
+            # gives nothing the second time (found in review: taken at the check, it failed after).
+            data, st = read_limited(path, KEY_FILE_LIMIT_BYTES)
+            text = data.decode()
         except ReadRefused as exc:
             raise KeyFileError(f"{path}: {exc}") from None
         except OSError as exc:
