@@ -12,7 +12,7 @@ import importlib
 import sys
 
 EXIT_INTERRUPTED = 130  # 128 + SIGINT: what a shell reports for a command that Ctrl-C ended
-EXIT_NOT_INSTALLED = 3  # a library it needs is not installed for this Python: the environment, not the input
+EXIT_NOT_INSTALLED = 69  # EX_UNAVAILABLE (sysexits.h): a library it needs is not installed for this Python; 3 is taken
 OURS = ("flight", "ground", "hil", "bench")
 
 
