@@ -759,7 +759,10 @@ def _read_parquet(path: Path, data: bytes) -> Profile:
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:  # found in audit: pyarrow's data set machinery answered with its schema over nine lines
             raise ProfileError(f"{path}: column names repeated: {', '.join(dupes)}", column=dupes[0])
-        table = pq.read_table(pa.BufferReader(data))
+        # One thread: a profile is a few hundred KiB, and Arrow's thread pool, left running into the interpreter's
+        # teardown, aborted a process at its exit once under load ("terminate called without an active exception",
+        # apache/arrow#34314)
+        table = pq.read_table(pa.BufferReader(data), use_threads=False)
     except (OSError, pa.ArrowException, UnicodeDecodeError) as exc:  # pyarrow's messages run over lines: one line,
         # as every error here; a column name in the footer that is not UTF-8 (found in audit: a bit flipped there was
         # an internal error) is pyarrow's UnicodeDecodeError
