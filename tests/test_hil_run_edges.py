@@ -33,6 +33,19 @@ def strict_loads(text: str):
     return json.loads(text, parse_constant=refuse)
 
 
+def running_agent_pid(tmp: Path) -> int:
+    """The pid of the agent a run under ``tmp`` (its $TMPDIR) started, once it runs: it holds its state
+    directory's lock, its pid written in it."""
+    lock = None
+    for _ in range(600):
+        lock = next(tmp.glob("sunlit-hil-*/state/.agent.lock"), None)
+        if lock is not None and lock.read_text().strip():
+            break
+        time.sleep(0.05)
+    assert lock is not None and lock.read_text().strip(), "the run never started its agent"
+    return int(lock.read_text().split()[0])
+
+
 # --- 1. SIGHUP: the terminal closed --------------------------------------------------------------
 
 
@@ -52,14 +65,7 @@ def test_a_run_whose_terminal_hangs_up_stops_its_agent_says_why_and_leaves_no_fi
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                 # as from a terminal: a test run under nohup would hand it SIGHUP ignored
                                 preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_DFL))
-        lock = None
-        for _ in range(600):  # the agent holds its state directory's lock once it runs
-            lock = next(short.glob("sunlit-hil-*/state/.agent.lock"), None)
-            if lock is not None and lock.read_text().strip():
-                break
-            time.sleep(0.05)
-        assert lock is not None and lock.read_text().strip(), "the run never started its agent"
-        agent_pid = int(lock.read_text().split()[0])
+        agent_pid = running_agent_pid(short)
         proc.send_signal(signal.SIGHUP)
         _out, err = proc.communicate(timeout=60)
         assert proc.returncode == 130 and "sunlit-hil run: interrupted (SIGHUP)" in err, err
@@ -288,14 +294,7 @@ def test_make_demo_stopped_by_ctrl_c_or_sigterm_says_so_in_one_line_and_leaves_n
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                 # as from a terminal: a pytest-xdist worker hands its children SIGINT ignored
                                 preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-        lock = None
-        for _ in range(600):  # the agent holds its state directory's lock once it runs
-            lock = next(short.glob("sunlit-hil-*/state/.agent.lock"), None)
-            if lock is not None and lock.read_text().strip():
-                break
-            time.sleep(0.05)
-        assert lock is not None and lock.read_text().strip(), "the demo never started its agent"
-        agent_pid = int(lock.read_text().split()[0])
+        agent_pid = running_agent_pid(short)
         if how == "ctrl-c":  # a terminal's Ctrl-C reaches its whole foreground process group, the agent too
             os.killpg(proc.pid, signal.SIGINT)
         else:
