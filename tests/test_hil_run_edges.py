@@ -302,7 +302,8 @@ def test_make_demo_stopped_by_ctrl_c_or_sigterm_says_so_in_one_line_and_leaves_n
         _out, err = proc.communicate(timeout=60)
         assert proc.returncode == 130, (proc.returncode, err)
         assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("sunlit-hil demo: interrupted"), err
-        assert not list(short.iterdir()), "its temporary directory removed"
+        # the run's folder removed (onnxruntime, loaded by the real worker, leaves its own .ses in $TMPDIR)
+        assert not list(short.glob("sunlit-hil-*")), "its temporary directory removed"
         with pytest.raises(ProcessLookupError):
             os.kill(agent_pid, 0)
         saved = strict_loads((tmp_path / "reports" / "demo" / "summary.json").read_text())
