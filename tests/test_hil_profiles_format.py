@@ -693,3 +693,70 @@ def test_at_refuses_a_time_a_second_outside_the_profile():
             p.at(rel_s)
     with pytest.raises(ProfileError, match="outside the profile"):
         p.mean("solar_power_w", 85.0, 6.0)
+
+
+@pytest.mark.req("HIL-001")
+def test_reading_a_parquet_profile_leaves_no_thread_of_its_own_running():
+    """Found in CI: pq.read_table goes through Arrow's data set scanner, which starts a thread even with
+    use_threads=False; left running into the interpreter's teardown it aborted a campaign at its exit ("terminate
+    called without an active exception", exit -6, about one run in 400 under load). The profile is read on the
+    caller's thread: the threads after reading are the threads pyarrow's import made."""
+    import subprocess
+    import sys
+
+    script = (
+        "import os, sys\n"
+        "import pyarrow, pyarrow.parquet\n"
+        "from hil.profiles import read_profile\n"
+        "before = len(os.listdir('/proc/self/task'))\n"
+        "p = read_profile(sys.argv[1])\n"
+        "print(before, len(os.listdir('/proc/self/task')), len(p.columns['time_s']))\n"
+    )
+    root = fmt.__file__.rsplit("/hil/", 1)[0]
+    done = subprocess.run([sys.executable, "-c", script, f"{root}/hil/data/profiles/sso_550.parquet"],
+                          capture_output=True, text=True, timeout=60, cwd=root)
+    assert done.returncode == 0, done.stderr
+    before, after, rows = map(int, done.stdout.split())
+    assert rows > 100 and after == before
+
+
+@pytest.mark.req("HIL-007")
+def test_generate_cli_refuses_a_duration_that_is_not_whole_steps(tmp_path, capsys):
+    """Found in audit: --duration-s 105 --step-s 10 wrote a profile of 100 s and said nothing (the samples were
+    floor(duration / step) + 1); a scenario of 105 s is refused the same way, naming the two durations that fit."""
+    out = tmp_path / "short.csv"
+    assert generate_cli(["--alt-km", "500", "--inc-deg", "53", "--duration-s", "105", "--step-s", "10",
+                         "--out", str(out)]) == 2
+    assert capsys.readouterr().err.strip() == ("sunlit-hil generate: duration_s 105 s is not a whole number of steps "
+                                               "of step_s = 10 s (make it 100 or 110)")
+    assert not out.exists()
+    assert generate_cli(["--alt-km", "500", "--inc-deg", "53", "--duration-s", "0.3", "--step-s", "0.1",
+                         "--out", str(out)]) == 0  # 0.3 / 0.1 is 2.9999999999999996: whole, within rounding
+    assert json.loads(capsys.readouterr().out)["samples"] == 4 and replay_check(out).duration_s == pytest.approx(0.3)
+
+
+@pytest.mark.req("HIL-007")
+def test_generate_refuses_a_spacecraft_past_any_flown_naming_the_field(tmp_path, capsys):
+    """Found in audit: SpacecraftParams had no upper bounds: --array-area-m2 1e300 made a profile of 4e302 W, flown
+    in silence, and 1e308 overflowed (a RuntimeWarning, then an error naming the column solar_power_w); a
+    scenario's [array] area_m2 (which the scenario bounds only below) reaches the same check, as bad input."""
+    from hil.profiles.generate import SpacecraftParams
+
+    for option, value, field in (("--array-area-m2", "1e300", "array_area_m2"),
+                                 ("--years-in-orbit", "10000", "years_in_orbit")):
+        out = tmp_path / f"{field}.csv"
+        assert generate_cli(["--alt-km", "500", "--inc-deg", "53", "--duration-s", "60", "--out", str(out),
+                             option, value]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"sunlit-hil generate: SpacecraftParams.{field} must be at most ")
+        assert f"got {float(value)!r}" in err
+        assert "Warning" not in err and not out.exists()
+    with pytest.raises(ValueError, match=r"SpacecraftParams\.solar_constant_w_m2 must be at most"):
+        SpacecraftParams(solar_constant_w_m2=1e6)
+    with pytest.raises(ValueError, match=r"SpacecraftParams\.array_panels: their area_m2 add up to more than"):
+        SpacecraftParams(array_pointing="body_fixed", array_panels=[((1, 0, 0), 1e308), ((0, 1, 0), 1e308)])
+    SpacecraftParams(array_area_m2=5000.0, years_in_orbit=100.0)  # the bounds themselves are taken
+    scenario = types.SimpleNamespace(profile=None, orbit=dict(SHIPPED["sso_550"]), duration_s=60.0, step_s=10.0,
+                                     array={"array_area_m2": 1e300})
+    with pytest.raises(ProfileError, match=r"^array: SpacecraftParams\.array_area_m2 must be at most"):
+        load_or_generate(scenario)

@@ -755,14 +755,16 @@ def _read_csv(path: Path, data: bytes) -> Profile:
 def _read_parquet(path: Path, data: bytes) -> Profile:
     pa, pq = _pyarrow()
     try:
-        names = pq.read_schema(pa.BufferReader(data)).names
+        # The file's own reader, on this thread: pq.read_table goes through Arrow's data set scanner, which starts a
+        # thread even with use_threads=False, and that thread, left running into the interpreter's teardown,
+        # aborted a campaign at its exit under load ("terminate called without an active exception",
+        # apache/arrow#34314); a profile is a few hundred KiB
+        file = pq.ParquetFile(pa.BufferReader(data))
+        names = file.schema_arrow.names
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:  # found in audit: pyarrow's data set machinery answered with its schema over nine lines
             raise ProfileError(f"{path}: column names repeated: {', '.join(dupes)}", column=dupes[0])
-        # One thread: a profile is a few hundred KiB, and Arrow's thread pool, left running into the interpreter's
-        # teardown, aborted a process at its exit once under load ("terminate called without an active exception",
-        # apache/arrow#34314)
-        table = pq.read_table(pa.BufferReader(data), use_threads=False)
+        table = file.read(use_threads=False)
     except (OSError, pa.ArrowException, UnicodeDecodeError) as exc:  # pyarrow's messages run over lines: one line,
         # as every error here; a column name in the footer that is not UTF-8 (found in audit: a bit flipped there was
         # an internal error) is pyarrow's UnicodeDecodeError
