@@ -123,6 +123,31 @@ def test_a_mode_whose_power_nothing_states_is_left_out_not_the_whole_plan():
     assert only is None, "no mode with a known power: the rule decides"
 
 
+@pytest.mark.req("AGT-061")
+def test_the_plan_and_the_rule_at_the_edges_of_their_inputs():
+    """Checked in audit: a forecast too short to plan on (none, one sample) leaves the choice to
+    the rule, which then plans on the eclipse; no sun at all idles the board where the charge
+    cannot carry work; a full battery (or a gauge's 101 %) runs the top mode in a surplus and
+    never predicts above full; a mode that does no work (or draws nothing more loaded) makes a
+    degenerate LP that still solves."""
+    from flight.power.policy import PowerInputs, PowerSettings, decide
+
+    battery = Battery(100.0)
+    for short in ((), (30.0,)):
+        assert make_plan(T0, 80.0, short, 120.0, 6.0, battery, MODES, 35.0, 2) is None
+        rule = decide(PowerInputs(80.0, 30.0, 6.0, False, 600.0, 2100.0, None, solar_forecast_w=short), MODES,
+                      battery, PowerSettings(30.0))
+        assert rule.reason.startswith("sunlit, eclipse in 10 min for 35 min"), rule.reason
+    dark = make_plan(T0, 40.0, [0.0] * 60, 120.0, 6.0, battery, MODES, 35.0, 2)
+    assert dark is not None and set(dark.mode_index) == {-1} and sum(dark.work_fraction) == 0.0
+    for soc in (100.0, 101.0):
+        full = make_plan(T0, soc, [40.0] * 60, 120.0, 6.0, battery, MODES, 35.0, 2)
+        assert full is not None and full.mode_at(T0) == 2 and max(full.soc_pct) <= 100.0 + 1e-9
+    for mode in (ModePower("NOWORK", 4.0, 8.0, 0.0), ModePower("FLAT", 4.0, 4.0, 1.0)):
+        flat = make_plan(T0, 60.0, [30.0] * 60, 120.0, 6.0, battery, (mode,), 35.0, 0)
+        assert flat is not None and flat.min_soc_pct >= 35.0 - 1e-6, mode
+
+
 @pytest.mark.req("AGT-060")
 def test_the_calibration_does_not_read_a_shadow_edge_as_a_wrong_array():
     """A sun-tracking array that is exactly right: measured every 10 s against a forecast at

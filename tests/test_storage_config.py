@@ -122,6 +122,9 @@ def test_config_defaults_and_a_full_file(tmp_path):
     assert cfg.parameters == {"battery_floor_pct": 35.0}
 
 
+_ARRAY = "[array]\nefficiency = 0.28\npanels = [{normal = [1.0, 0.0, 0.0], area_m2 = 0.3}]\n"
+
+
 @pytest.mark.parametrize(
     "text,fragment",
     [
@@ -144,6 +147,16 @@ def test_config_defaults_and_a_full_file(tmp_path):
         ("[power]\nbattery_capacity_wh = inf", "power.battery_capacity_wh: inf Wh is outside 0.1..1e6 Wh"),
         ("[power]\nbattery_capacity_wh = 1e-300", "power.battery_capacity_wh"),
         ("[power]\nplatform_load_w = nan", "power.platform_load_w: nan W is outside 0..1e5 W"),
+        # An audit: [array] took temp_coeff_per_c = nan (and inf, and -0.2: the datasheet's %/°C as a fraction),
+        # years = 365 (days: the arrays at 3 %, every measured sample then dropped by the calibration for good)
+        # and a panel of 1e300 m² (an infinite forecast, read as power to spare)
+        (_ARRAY + "temp_coeff_per_c = nan", "array.temp_coeff_per_c: within +-0.02 per C, a fraction"),
+        (_ARRAY + "temp_coeff_per_c = -inf", "array.temp_coeff_per_c: within +-0.02 per C"),
+        (_ARRAY + "temp_coeff_per_c = -0.2", "array.temp_coeff_per_c: within +-0.02 per C, a fraction "
+                                             "(-0.002 is -0.2 %/C), got -0.2"),
+        (_ARRAY + "degradation_per_year = 0.01\nyears = 365", "array.years: in 0..100 (years in orbit: a count of "
+                                                              "days?), got 365"),
+        (_ARRAY.replace("0.3}", "1e300}"), "array.panels[0].area_m2: must be > 0 and at most 10000 m2, got 1e+300"),
         ("[parameters]\nbattery_safe_pct = 40", "parameters.battery_safe_pct: the SAFE charge (battery_safe_pct) "
                                                 "must stay below the floor the plan keeps (battery_floor_pct) "
                                                 "(battery_safe_pct 40, battery_floor_pct 30)"),

@@ -40,6 +40,20 @@ SOLAR_CONSTANT_W_M2 = 1361.0
 POINTINGS = ("sun_tracking", "body_fixed")
 ATTITUDES = ("nadir", "sun", "inertial")
 
+MAX_YEARS = 100.0
+"""The most years in orbit the model takes (found in audit: ``years = 365``, days written for years, put the
+arrays at 3 % of their output; every measured sample was then above twice the model's peak, dropped, and the
+forecast stayed there for good)."""
+
+MAX_TEMP_COEFF_PER_C = 0.02
+"""The largest temperature coefficient taken, either sign: ten times a cell's (found in audit: nan and inf were
+taken, and −0.2, the −0.2 %/°C of a datasheet written as a fraction, puts the arrays at nothing 5 °C above the
+reference)."""
+
+MAX_PANEL_AREA_M2 = 1.0e4
+"""The largest panel taken: past any spacecraft's, and where the forecast stays finite (found in audit: 1e300
+squared to inf in the calibration, and two such panels summed to an infinite forecast, read as power to spare)."""
+
 
 @dataclass(frozen=True)
 class Panel:
@@ -71,14 +85,18 @@ class ArrayModel:
             n = np.asarray(p.normal_body, dtype=float)
             if n.shape != (3,) or not np.all(np.isfinite(n)) or np.linalg.norm(n) == 0:
                 raise ValueError(f"panels[{i}].normal_body: three finite numbers, not all zero")
-            if not (math.isfinite(p.area_m2) and p.area_m2 > 0):
-                raise ValueError(f"panels[{i}].area_m2: must be > 0, got {p.area_m2}")
+            if not (math.isfinite(p.area_m2) and 0 < p.area_m2 <= MAX_PANEL_AREA_M2):
+                raise ValueError(f"panels[{i}].area_m2: must be > 0 and at most {MAX_PANEL_AREA_M2:g} m2, "
+                                 f"got {p.area_m2}")
         if not 0.0 < self.efficiency <= 1.0:
             raise ValueError(f"efficiency: in (0, 1], got {self.efficiency}")
         if not 0.0 <= self.degradation_per_year < 1.0:
             raise ValueError(f"degradation_per_year: in [0, 1), got {self.degradation_per_year}")
-        if not (math.isfinite(self.years) and self.years >= 0):
-            raise ValueError(f"years: must be >= 0, got {self.years}")
+        if not 0.0 <= self.years <= MAX_YEARS:  # nan fails both
+            raise ValueError(f"years: in 0..{MAX_YEARS:g} (years in orbit: a count of days?), got {self.years}")
+        if not abs(self.temp_coeff_per_c) <= MAX_TEMP_COEFF_PER_C:
+            raise ValueError(f"temp_coeff_per_c: within +-{MAX_TEMP_COEFF_PER_C:g} per C, a fraction "
+                             f"(-0.002 is -0.2 %/C), got {self.temp_coeff_per_c}")
 
     @property
     def peak_w(self) -> float:
