@@ -345,3 +345,26 @@ def test_compute_is_refused_until_the_hard_limit_clears_whatever_the_sensors_sai
         assert rig.agent.mode is Mode.COMPUTE
     finally:
         rig.close()
+
+
+@pytest.mark.req("AGT-002", "AGT-003")
+@pytest.mark.parametrize("what", ["heat", "battery"])
+def test_a_set_mode_its_own_tick_sends_back_to_safe_is_failed_not_completed(tmp_path, what):
+    """Found in audit: the guard judges the last tick's readings; the tick that applies the new mode reads again,
+    and a board now past the hard limit (or a battery below the SAFE charge) went straight back to SAFE while
+    SET_MODE said completed ({"new": "SAFE"} in its result only)."""
+    rig = InProcessAgent(tmp_path / "state")
+    try:
+        rig.advance(2.0)
+        if what == "heat":
+            rig.hal.temps_c = {"tj-thermal": 99.0, "cpu-thermal": 95.0}
+        else:
+            rig.eps.reading = EpsReading(soc_pct=10.0, bus_voltage_v=7.0, solar_power_w=0.0)
+        answer = rig.send("SET_MODE", mode="IDLE")
+        assert answer.failed and rig.agent.mode is Mode.SAFE
+        assert answer.failure.reason.startswith("SAFE → IDLE taken, then SAFE at once: ")
+        assert ("hard thermal limit" if what == "heat" else "battery 10.0 %") in answer.failure.reason
+        assert [(e.args["old"], e.args["new"]) for e in rig.events("MODE_CHANGED")][-2:] == [("SAFE", "IDLE"),
+                                                                                            ("IDLE", "SAFE")]
+    finally:
+        rig.close()

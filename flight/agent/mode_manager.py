@@ -107,6 +107,7 @@ class ModeManager(Component):
         # and the ground has commanded no mode since
         self.pending: Pending | None = None
         self.blocker: str | None = None  # what holds a pending recovery now (for tests and the status line)
+        self._safe_reason: str | None = None  # the last automatic fall to SAFE's, for a command it undid at once
         self.on_change: list[Callable[[Mode, Mode], None]] = []  # (old, new)
         self.on_commanded: list[Callable[[], None]] = []  # after a commanded change: apply it now
 
@@ -154,6 +155,7 @@ class ModeManager(Component):
                 self.pending = None
             self._remember()
             return
+        self._safe_reason = reason
         self.pending = Pending(self._mode, reason) if self._mode in _RESUMABLE and recoverable_cause(reason) else None
         self._emit("SAFE_ENTERED", reason=reason)
         self.set_mode(Mode.SAFE, reason)
@@ -210,10 +212,16 @@ class ModeManager(Component):
         if not self._stored():
             self.waits_for_ground = None  # the ground has seen it
         self.pending = None  # the operator has taken over
-        self.set_mode(Mode(req.args["mode"]), "commanded")
+        target = Mode(req.args["mode"])
+        self._safe_reason = None
+        self.set_mode(target, "commanded")
         self._remember()
         for apply in self.on_commanded:
             apply()
+        if self._mode is not target:  # found in audit: the tick that applies it fell to SAFE (a reading since the
+            # guard's: heat, the battery) and SET_MODE said completed, {"new": "SAFE"} in its result only
+            raise CommandFailed(f"{old.value} → {target.value} taken, then SAFE at once: "
+                                f"{self._safe_reason or 'fell back'}", FailureCode.NOT_ALLOWED_IN_MODE)
         return {"old": old.value, "new": self._mode.value}
 
 
