@@ -47,7 +47,9 @@ def socket_address(env: Mapping[str, str] | None = None) -> str | bytes | None:
     env = os.environ if env is None else env
     name = env.get("NOTIFY_SOCKET", "")
     if name.startswith("@") and len(name) > 1:
-        return b"\0" + name[1:].encode()
+        # The environment's bytes as they were (found in audit: a name not UTF-8, decoded with surrogateescape,
+        # raised UnicodeEncodeError out of the agent's start)
+        return b"\0" + os.fsencode(name[1:])
     if name.startswith("/"):
         return name
     return None  # unset, empty, or a transport we do not speak (vsock:, since systemd 254)

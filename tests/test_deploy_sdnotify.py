@@ -73,6 +73,28 @@ def test_a_socket_nobody_listens_on_is_false_not_an_exception(short_dir):
     assert sdnotify.notify("READY=1", {"NOTIFY_SOCKET": "@sunlit-nobody-" + uuid.uuid4().hex}) is False
 
 
+def test_an_abstract_name_not_utf8_is_reached_not_raised(monkeypatch):
+    """Found in audit: the environment's bytes come to Python decoded with surrogateescape, and a NOTIFY_SOCKET
+    name not UTF-8 raised UnicodeEncodeError out of notify (the agent's start); the name is the bytes as given."""
+    name = b"\0sunlit-test-\xff-" + uuid.uuid4().hex.encode()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    try:
+        sock.bind(name)
+        sock.settimeout(2.0)
+        monkeypatch.setenv("NOTIFY_SOCKET", "@" + os.fsdecode(name[1:]))
+        assert sdnotify.socket_address() == name
+        assert sdnotify.ready("up") is True
+        assert sock.recv(4096) == b"READY=1\nSTATUS=up"
+    finally:
+        sock.close()
+
+
+@pytest.mark.parametrize("name", ["/run/" + "n" * 200, "@" + "n" * 200])
+def test_a_socket_name_past_sun_path_is_false_not_an_exception(name):
+    """sun_path holds 108 bytes: a longer NOTIFY_SOCKET cannot be reached, and says so as any send failure."""
+    assert sdnotify.notify("READY=1", {"NOTIFY_SOCKET": name}) is False
+
+
 def test_nul_and_empty_states_are_refused(path_socket):
     _, env = path_socket
     assert sdnotify.notify("", env) is False

@@ -24,6 +24,20 @@ def test_nesting_past_the_recursion_limit_is_a_toml_error():
     assert toml_text.loads("x = [[1], [2]]") == {"x": [[1], [2]]}
 
 
+HOSTILE = ["", 'a"b', "a'b", "'''", '"""', "\\", "\\u0041", "\x00", "\x1f", "\x7f", "\r\n", "\t", "\u2028", "\ufeff",
+           "\U0001F600", "# not a comment", "]", "key\nother = 1", "a\x08b"]
+
+
+@pytest.mark.parametrize("text", HOSTILE)
+def test_hostile_strings_written_by_tomli_w_read_back_the_same(text):
+    """The users file and the harness's agent configuration are written with tomli_w and read here: a string
+    as a value, a key and nested, quotes, escapes, controls and line breaks included, comes back as written."""
+    import tomli_w
+
+    for doc in ({"k": text}, {text or "e": 1}, {"t": {text or "e": {"v": text}}}, {"a": [text, {"x": text}]}):
+        assert toml_text.loads(tomli_w.dumps(doc)) == doc
+
+
 def test_a_whole_number_past_pythons_digit_limit_is_a_toml_error_in_every_reader(tmp_path):
     """Found in audit: tomllib's ValueError for an integer of over 4300 digits raised out of the readers."""
     huge = "9" * 5000
