@@ -245,3 +245,25 @@ def test_a_file_a_later_transfer_of_its_name_would_replace_is_kept_and_offered_a
     (server.files_dir / SC / "downlink/logs/agent+2.log").write_bytes(b"3" + os.urandom(5000))  # changed here
     status, answer, _ = http(server, "GET", f"/api/files/{first}/content?spacecraft={SC}", token=token)
     assert status == 410 and answer["code"] == "FILE_GONE" and "no longer holds the file" in answer["error"]
+
+
+@pytest.mark.req("GND-057", "GND-051")
+def test_save_of_a_file_no_longer_as_it_came_down_says_the_servers_reason(standin_ground, pages):  # noqa: F811
+    """A file changed in the server's file area since it came is refused for its transfer (410); the Save link left it
+    to the browser, whose download said only "failed", the server's reason on no screen."""
+    server, standin = standin_ground
+    expect = _expect()
+    page = pages(server, "vera")
+    rows = page.locator("#file-table tr[data-direction=down]")
+    standin.send("logs/agent.log", b"1" + os.urandom(5000))
+    expect(rows).to_have_attribute("data-state", "done")
+    (server.files_dir / SC / "downlink/logs/agent.log").write_bytes(b"3" + os.urandom(5000))  # changed here
+    downloads = []
+    page.on("download", lambda download: downloads.append(download))
+    page.click("#file-table a.file-save")
+    expect(page.locator("#files-error")).to_contain_text(
+        "save agent.log: transfer in-2-")
+    expect(page.locator("#files-error")).to_contain_text("no longer holds the file this transfer brought down")
+    # An answer after the click's: by then any download the click started has begun.
+    page.evaluate("async () => { await (await fetch('/api/session')).json(); }")
+    assert downloads == []

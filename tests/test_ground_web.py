@@ -169,7 +169,8 @@ def browser():
 
 # The page shows a refused request's answer as text (the tests check that text); Chromium logs
 # the status all the same.
-REFUSED_RESOURCE = re.compile(r"^Failed to load resource: the server responded with a status of (400|401|403|409|501)\b")
+REFUSED_RESOURCE = re.compile(
+    r"^Failed to load resource: the server responded with a status of (400|401|403|409|410|501)\b")
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ flight.link.messages.Codec. Every wait is on a DOM condition with a timeout; not
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 
@@ -110,3 +111,114 @@ def test_the_next_pass_line_says_when_no_packet_brings_it_any_more(source_ground
     expect(page.locator("#next-pass")).to_have_attribute("data-state", "stale")
     expect(page.locator("#next-pass")).to_have_text(
         re.compile(r"^in contact over svalbard: LOS in 3 s \(stale: said \d+(\.\d)? s ago\)$"))
+
+
+@pytest.mark.req("GND-033")
+def test_a_new_plot_starts_with_the_last_15_minutes_of_the_spacecrafts_own_clock(source_ground, pages):  # noqa: F811
+    """The archive and the plot go by packet time, the agent's clock; the history was asked for by this computer's
+    clock, so a board whose clock is off (here three weeks behind), or a simulated one, got "0 archived samples"
+    over an archive full of them."""
+    source, server = source_ground
+    codec = Codec(DICTIONARY, Apid.AGENT)
+    deliver(source, server, [_packet(codec, "AGENT_HK", T0_S + i, uptime_s=float(i), mode="COMPUTE",
+                                     dict_hash=DICTIONARY.version_hash) for i in range(5)],
+            lambda link: link.hk_time_s == T0_S + 4)
+    page = pages(server, "vera")
+    plot = page.locator(".plot[data-channel=uptime_s]")  # opened with the page
+    expect = _expect()
+    expect(plot).to_have_attribute("data-history", "archive")
+    expect(plot.locator(".msg")).to_have_text("5 archived samples from the last 15 minutes, then live")
+    assert page.evaluate("() => S.plots.find((p) => p.channel === 'uptime_s').ring.n") == 5
+
+
+@pytest.mark.req("GND-003", "GND-040")
+def test_a_played_back_event_is_marked_and_placed_by_its_time_not_on_top(source_ground, pages):  # noqa: F811
+    """An event the agent plays back from its store happened out of contact, before what came live meanwhile: it
+    went on top of the table, unmarked, an old event read as the newest. Its text is the agent's: shown as text."""
+    source, server = source_ground
+    codec = Codec(DICTIONARY, Apid.AGENT)
+    page = pages(server, "alice")
+
+    def started(boot: int, link: str, t_s: float) -> bytes:
+        return codec.encode_event("AGENT_STARTED", {"boot_count": boot, "previous_stop": "clean", "dict_hash": "x",
+                                                    "link": link, "hal": "sim"}, t_s)
+
+    hostile = "<img src=x onerror=alert(1)>"
+    deliver(source, server, [started(2, hostile, T0_S + 100)], lambda link: len(link.events) >= 1)
+    deliver(source, server, [codec.encode_playback([started(1, "old", T0_S)], T0_S + 101)],
+            lambda link: len(link.events) >= 2)
+    expect = _expect()
+    rows = page.locator("#event-table tbody tr")
+    expect(rows).to_have_count(2)
+
+    def shown(p) -> list[list[str]]:
+        return p.locator("#event-table tbody tr").evaluate_all(
+            "rs => rs.map(r => [r.cells[0].textContent, r.cells[2].textContent, r.dataset.playedBack])")
+
+    day = _day_shown(T0_S)
+    want = [[f"{day}12:01:40.000", "AGENT_STARTED", "false"], [f"{day}12:00:00.000", "AGENT_STARTED (played back)",
+                                                                  "true"]]
+    assert shown(page) == want
+    expect(rows.first.locator("td").nth(3)).to_contain_text(f"link {hostile},")
+    expect(page.locator("#event-table img")).to_have_count(0)
+    later = pages(server, "vera")  # from the snapshot, which holds them in the order they came: the same
+    expect(later.locator("#event-table tbody tr")).to_have_count(2)
+    assert shown(later) == want
+
+
+@pytest.mark.req("GND-042", "GND-003")
+def test_a_command_of_unknown_outcome_says_why_on_the_page(short_dir, make_ground, users_file, pages):  # noqa: F811
+    """A command sent with no report back is "unknown" and the server asks the agent: the row said "unknown" alone,
+    the server's reason (it may have run; the agent is asked) on no screen, not even on hover."""
+    from flight.link.transport import open_flight_link
+    from ground.queue import Timeouts
+    from ground.server import quick_config
+    from tests.test_ground_web import _send_from_form
+
+    url = f"zmq+ipc://{short_dir}/link"
+    source = open_flight_link(url)  # the agent's end, which never answers
+    try:
+        server = make_ground(quick_config(url, port=0, archive=None, users=users_file,
+                                          timeouts=Timeouts(accepted_s=0.5)), connect_timeout_s=0)
+        codec = Codec(DICTIONARY, Apid.AGENT)
+        deliver(source, server, [_packet(codec, "AGENT_HK", T0_S, uptime_s=1.0, mode="COMPUTE",
+                                         dict_hash=DICTIONARY.version_hash)], lambda link: link.connected)
+        page = pages(server, "alice")
+        row = _send_from_form(page, "NOOP")
+        expect = _expect()
+        expect(row).to_have_attribute("data-state", "unknown")
+        note = row.locator("td.result-cell .note")
+        expect(note).to_contain_text("asked: outcome unknown: the same cmd_id sent again")
+        expect(row.locator("span.stage[data-stage=unknown]")).to_have_attribute(
+            "title", re.compile(r"UTC: sent, no report in 0\.5 s: it may not have reached the agent, or it ran"))
+    finally:
+        source.close()
+
+
+def _day_shown(t_s: float) -> str:
+    """The date the page puts before a time of another day than today (UTC)."""
+    import time
+
+    day = time.strftime("%Y-%m-%d", time.gmtime(t_s))
+    return "" if day == time.strftime("%Y-%m-%d", time.gmtime()) else f"{day} "
+
+
+@pytest.mark.req("GND-003", "GND-002")
+def test_an_event_or_an_alarm_of_another_day_shows_its_date(source_ground, pages):  # noqa: F811
+    """The events from the archive and an alarm latched until acknowledged go back days: the time of day alone
+    read an alarm raised three weeks ago (by the board's clock) as one of today. Today's keep the time alone."""
+    import time
+
+    source, server = source_ground
+    codec = Codec(DICTIONARY, Apid.AGENT)
+    page = pages(server, "alice")
+    now_s = round(time.time())
+    deliver(source, server, [_packet(codec, "AGENT_HK", T0_S, uptime_s=1.0, mode="COMPUTE", mem_pct=99.0,
+                                     dict_hash=DICTIONARY.version_hash),
+                             codec.encode_event("PING_RECEIVED", {"token": 7}, now_s)],
+            lambda link: "mem_pct" in link.alarms.alarms and len(link.events) >= 1)
+    expect = _expect()
+    expect(page.locator("#alarm-mem_pct td.time")).to_have_text(f"{_day_shown(T0_S)}12:00:00.000")
+    today = time.strftime("%H:%M:%S.000", time.gmtime(now_s))
+    event = page.locator("#event-table tr[data-name=PING_RECEIVED] td.time")
+    expect(event).to_have_text(f"{_day_shown(now_s)}{today}")

@@ -86,6 +86,14 @@ function utcClock(t_s) {
   return new Date(t_s * 1000).toISOString().slice(11, 23);
 }
 
+// An event's or an alarm's time, with its date when that is not today's (UTC): the archive's events and an alarm
+// latched until acknowledged go back days (found in audit: a time of day alone, one of three weeks ago read as today's).
+function utcWhen(t_s) {
+  if (typeof t_s !== "number") return "—";
+  const text = new Date(t_s * 1000).toISOString(), day = text.slice(0, 10);
+  return day === new Date().toISOString().slice(0, 10) ? text.slice(11, 23) : `${day} ${text.slice(11, 23)}`;
+}
+
 function ago(ms) {
   const s = ms / 1000;
   return s < 10 ? `${s.toFixed(1)} s ago` : `${Math.round(s)} s ago`;
@@ -379,7 +387,11 @@ async function archiveSeries(params, maxPages) {
 }
 
 async function loadHistory(entry, def, seed) {
-  const toS = Date.now() / 1000, fromS = toS - HISTORY_S;
+  // The last 15 minutes of the spacecraft's telemetry, by its packet times (the archive's and the plot's axis): the
+  // agent's clock, not this computer's (found in audit: a board whose clock is off, or a simulated one under the
+  // harness, got "0 archived samples" over an archive full of them). This computer's clock before any came.
+  const c = S.crafts.get(entry.sc);
+  const toS = c && typeof c.hkTimeS === "number" ? c.hkTimeS : Date.now() / 1000, fromS = toS - HISTORY_S;
   const series = await archiveSeries({spacecraft: entry.sc, channel: entry.channel, from: String(fromS),
                                       to: String(toS + 60), max_points: String(HISTORY_MAX_POINTS)}, HISTORY_PAGES_MAX);
   const answer = series.answer;
@@ -423,11 +435,22 @@ function buildPlotControls() {
 // --- events ----------------------------------------------------------------------------------
 
 function eventRow(e) {
-  return el("tr", {dataset: {severity: e.severity, name: e.name, ground: e.ground ? "true" : "false"}},
-    el("td", {className: "time", textContent: utcClock(e.time_s)}),
+  const name = e.ground ? `${e.name} (ground)` : (e.played_back ? `${e.name} (played back)` : e.name);
+  return el("tr", {dataset: {severity: e.severity, name: e.name, ground: e.ground ? "true" : "false",
+                             playedBack: e.played_back ? "true" : "false"}},
+    el("td", {className: "time", textContent: utcWhen(e.time_s)}),
     el("td", {textContent: e.severity}),
-    el("td", {textContent: e.ground ? `${e.name} (ground)` : e.name}),
+    el("td", {textContent: name}),
     el("td", {textContent: e.text}));
+}
+
+// Where an event goes among those held (oldest first): live news last; one played back from the agent's store
+// happened out of contact, before what came live meanwhile, so where its time places it (found in audit: it went on
+// top of the table, unmarked, an old event read as the newest).
+function eventPlace(events, e) {
+  let at = events.length;
+  if (e.played_back) while (at > 0 && events[at - 1].time_s > e.time_s) at--;
+  return at;
 }
 
 // An event once: one the page holds already is dropped, by its seq (the page's socket is registered before its
@@ -441,11 +464,13 @@ function addEvent(c, e) {
   }
   const key = eventKey(e);
   if (c.events.some((x) => typeof x.seq !== "number" && eventKey(x) === key)) return;
-  c.events.push(e);
+  const at = eventPlace(c.events, e);
+  c.events.splice(at, 0, e);
+  const rowAt = c.events.length - 1 - at;  // the table is newest first
   if (c.events.length > KEEP_EVENT_ROWS) c.events.splice(0, c.events.length - KEEP_EVENT_ROWS);
   if (c.id !== S.current) return;
   const body = $("event-table").tBodies[0];
-  body.prepend(eventRow(e));
+  body.insertBefore(eventRow(e), body.rows[rowAt] || null);
   while (body.rows.length > KEEP_EVENT_ROWS) body.deleteRow(body.rows.length - 1);
 }
 
@@ -491,7 +516,7 @@ function upsertAlarm(a) {
   row.replaceChildren(
     el("td", {textContent: a.channel}),
     el("td", {className: "level", textContent: a.state}),
-    el("td", {className: "time", textContent: utcClock(a.raised_s)}),
+    el("td", {className: "time", textContent: utcWhen(a.raised_s)}),
     el("td", {className: "num", textContent: `${fmtValue(a.value)} ${unit}`}),
     now,
     el("td", {className: "status", textContent: status + (a.acknowledged_by ? ` (${a.acknowledged_by})` : "")}),
@@ -688,7 +713,8 @@ function upsertCommand(entry) {
   for (const s of stages) {
     const text = s.ok ? s.stage : `${s.stage} FAILED`;
     chips.append(el("span", {className: "stage", dataset: {stage: s.stage, ok: String(s.ok)},
-                             title: `${utcClock(s.at_s)} UTC${s.by ? ` by ${s.by}` : ""}`},
+                             title: `${utcClock(s.at_s)} UTC${s.by ? ` by ${s.by}` : ""}` +
+                                    (s.reason ? `: ${s.reason}` : "")},
       text, el("small", {textContent: ` ${utcClock(s.at_s)}`})));
   }
   if (!FINAL.has(entry.state)) {  // what is still to come, greyed
@@ -700,6 +726,10 @@ function upsertCommand(entry) {
   const result = el("td", {className: "result-cell"});
   const failure = stages.find((s) => !s.ok);
   if (failure) result.append(el("span", {className: "reason", textContent: `${failure.code || failure.stage}: ${failure.reason || ""}`}));
+  // With no failure, what its last stage says: that the agent was asked of an unknown outcome, that it is no longer
+  // followed and may have run (found in audit: "unknown" or "unresolved" alone, the reason on no screen)
+  const note = failure ? null : stages[stages.length - 1];
+  if (note && note.reason) result.append(el("div", {className: "note", textContent: `${note.stage}: ${note.reason}`}));
   if (entry.result && Object.keys(entry.result).length) {
     result.append(el("span", {className: "result", textContent: JSON.stringify(entry.result)}));
   }
@@ -1229,10 +1259,38 @@ function fileRow(c, r) {
     const later = [...c.files.values()].find((o) => o.id !== r.id && o.direction === "down" && o.state === "done"
       && o.local === r.local && (o.finished_s || 0) > (r.finished_s || 0));
     if (later) actions.append(`replaced by ${later.id}`);
-    else actions.append(el("a", {className: "file-save", textContent: "Save", download: (r.remote || r.id).split("/").pop(),
-      href: `/api/files/${encodeURIComponent(r.id)}/content?spacecraft=${encodeURIComponent(c.id)}`}));
+    else {
+      const save = el("a", {className: "file-save", textContent: "Save", download: (r.remote || r.id).split("/").pop(),
+        href: `/api/files/${encodeURIComponent(r.id)}/content?spacecraft=${encodeURIComponent(c.id)}`});
+      save.addEventListener("click", (ev) => saveFile(ev, save));
+      actions.append(save);
+    }
   }
   return tr;
+}
+
+// Save asks the server first: a file no longer as it came down (changed or removed in the server's file area) is
+// refused, 410 or 409, and a download the browser starts on that says only "failed" (found in audit: the server's
+// reason on no screen). The answer's head is enough: a good one is dropped there and the browser downloads the file.
+async function saveFile(ev, link) {
+  if (link.dataset.checked === "true") { delete link.dataset.checked; return; }  // the click made below: downloads
+  ev.preventDefault();
+  if (link.dataset.checking === "true") return;  // a double click: one question, one download
+  link.dataset.checking = "true";
+  const stop = new AbortController();
+  let answer;
+  try {
+    const r = await fetch(link.href, {credentials: "same-origin", signal: stop.signal});
+    if (r.ok) { stop.abort(); answer = {ok: true}; } else answer = await answerOf(r);
+  } catch (err) {
+    answer = {ok: false, status: 0, body: {error: `cannot reach the server: ${err}`}};
+  } finally {
+    delete link.dataset.checking;
+  }
+  if (!answer.ok) { fileError(`save ${link.download}: ${answer.body.error}`); return; }
+  fileError("");
+  link.dataset.checked = "true";
+  link.click();
 }
 
 function fillFileRow(tr, r) {
@@ -1384,7 +1442,9 @@ function loadSnapshot(c, snap, nowMs, replaceValues) {
   if (hk !== null && (c.hkTimeS === null || hk > c.hkTimeS)) c.hkTimeS = hk;
   if (typeof snap.plan_stale_after_s === "number") c.planStaleS = snap.plan_stale_after_s;
   if (snap.plan) setPlan(c, snap.plan);
-  c.events = (snap.events || []).slice(-KEEP_EVENT_ROWS);
+  c.events = [];  // the server's in the order they came: each played-back one where its time places it, as pushed
+  for (const e of snap.events || []) c.events.splice(eventPlace(c.events, e), 0, e);
+  c.events = c.events.slice(-KEEP_EVENT_ROWS);
   c.eventSeq = Number(snap.events_seq) || 0;  // an event numbered past it is still to come (or to apply again)
   c.alarms = new Map((snap.alarms || []).map((a) => [a.channel, a]));
   c.commands = new Map((snap.commands || []).map((e) => [e.id, e]));
