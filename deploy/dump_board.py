@@ -230,9 +230,19 @@ def dump(root: Path, out: Path, *, nvpmodel: str | None = "nvpmodel", tegrastats
 
 
 def _pack(directory: Path, tarball: Path) -> None:
-    with tarfile.open(tarball, "w:gz") as tar:
-        for path in sorted(directory.rglob("*")):
-            tar.add(path, arcname=str(path.relative_to(directory)), recursive=False)
+    """Written beside ``tarball`` and renamed over it once whole (found in audit: a full disk left a truncated
+    .tar.gz, which the next run refused as existing and a test could not open)."""
+    part = tarball.with_name(f".{tarball.name}.part")
+    try:
+        with open(part, "wb") as f:
+            with tarfile.open(fileobj=f, mode="w:gz") as tar:
+                for path in sorted(directory.rglob("*")):
+                    tar.add(path, arcname=str(path.relative_to(directory)), recursive=False)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(part, tarball)
+    finally:
+        part.unlink(missing_ok=True)
 
 
 # --- loading (used by tests/test_deploy_fixtures.py) ------------------------------------------

@@ -73,6 +73,8 @@ while [ $# -gt 0 ]; do
                 --link) LINK_OPT=$2 ;; --uart) UART_OPT=${2#/dev/} ;; --venv-from) VENV_FROM=$2 ;;
             esac
             shift 2 ;;
+        # A switch takes no value (found in audit: --no-pip=no was refused as "unknown option no").
+        --dry-run|--no-pip|--no-systemctl) [ "$EQ" = 0 ] || die "$1 takes no value (leave it out, or write just $1)" ;;&
         --dry-run) DRY=1; shift ;;
         --no-pip) NO_PIP=1; shift ;;
         --no-systemctl) NO_SYSTEMCTL=1; shift ;;
@@ -82,25 +84,27 @@ while [ $# -gt 0 ]; do
 done
 
 [ -d "$ROOT" ] || die "--root $ROOT: no such directory"
-ROOT=$(cd "$ROOT" && pwd)
+# -- before every path given: a relative one may start with a dash (found in audit: --root=-board stopped on bash's
+# "cd: -b: invalid option" and cd's usage).
+ROOT=$(cd -- "$ROOT" && pwd)
 [ "$ROOT" = / ] && ROOT=""          # paths are "$ROOT/etc/...": "" is the real root
 SHOWN_ROOT=${ROOT:-/}
 [ -e "$SOURCE" ] || die "--source $SOURCE: no such file or directory"
-SOURCE=$(cd "$(dirname "$SOURCE")" && pwd)/$(basename "$SOURCE")
+SOURCE=$(cd -- "$(dirname -- "$SOURCE")" && pwd)/$(basename -- "$SOURCE")
 SOURCE=${SOURCE%/.}
 if [ -n "$VENV_FROM" ]; then
     [ -x "$VENV_FROM/bin/python" ] || die "--venv-from $VENV_FROM: no bin/python there"
-    VENV_FROM=$(cd "$VENV_FROM" && pwd)
+    VENV_FROM=$(cd -- "$VENV_FROM" && pwd)
     PY="$VENV_FROM/bin/python"
 fi
 if [ -n "$ORT_WHEEL" ] && [ -e "$ORT_WHEEL" ]; then
-    ORT_WHEEL=$(cd "$(dirname "$ORT_WHEEL")" && pwd)/$(basename "$ORT_WHEEL")
+    ORT_WHEEL=$(cd -- "$(dirname -- "$ORT_WHEEL")" && pwd)/$(basename -- "$ORT_WHEEL")
 fi
 # A directory that is not there is said as the path given (found in audit: bash's "cd: ... No such file or
 # directory", then "--python /py: not found", a path no one had given).
 case "$PY" in */*)
-    [ -d "$(dirname "$PY")" ] || die "--python $PY: not found (give the path of a python3 >= 3.10, or leave it out)"
-    PY=$(cd "$(dirname "$PY")" && pwd)/$(basename "$PY") ;;
+    [ -d "$(dirname -- "$PY")" ] || die "--python $PY: not found (give the path of a python3 >= 3.10, or leave it out)"
+    PY=$(cd -- "$(dirname -- "$PY")" && pwd)/$(basename -- "$PY") ;;
 esac
 # Every path is absolute now. Work from /, so that the Python run below imports the
 # installed Sunlit, never a flight/ package in the directory install.sh was started from.
@@ -306,6 +310,11 @@ for p in /proc/device-tree/model /sys/firmware/devicetree/base/model; do
         [ -n "$MODEL" ] && break
     fi
 done
+# As said and written into agent.toml's comment: TOML takes no control character there, nor bytes that are not UTF-8
+# (found in audit: a carrier's device tree with one made agent.toml and the SAFE fallback's copy unreadable).
+# iconv -c drops what is not UTF-8 but exits 1 for some of it: then ASCII alone.
+MODEL_SHOWN=$(printf '%s' "$MODEL" | LC_ALL=C tr '[:cntrl:]' '?' | iconv -c -f UTF-8 -t UTF-8 2>/dev/null) \
+    || MODEL_SHOWN=$(printf '%s' "$MODEL" | LC_ALL=C tr -c '[:print:]' '?')
 detect_board() {
     local text
     text=$(printf '%s' "$1" | tr '[:upper:]' '[:lower:]')
@@ -322,14 +331,14 @@ if [ -n "$BOARD_OPT" ]; then
         orin_nano|orin_nx_16gb|agx_orin_64gb)
             BOARD=$BOARD_OPT
             KEPT_NOTE=$([ "$BOARD_GIVEN" = 1 ] || echo ', kept in install.conf')
-            info "board $BOARD (--board$KEPT_NOTE; model string ${MODEL:-absent})" ;;
+            info "board $BOARD (--board$KEPT_NOTE; model string ${MODEL_SHOWN:-absent})" ;;
         *) die "$(chosen board "$BOARD_GIVEN" "$BOARD_OPT"): choose orin_nano, orin_nx_16gb or agx_orin_64gb" ;;
     esac
 elif [ -n "$MODEL" ] && BOARD=$(detect_board "$MODEL"); then
-    info "model \"$MODEL\" -> board profile $BOARD"
+    info "model \"$MODEL_SHOWN\" -> board profile $BOARD"
 elif [ -n "$MODEL" ]; then
     BOARD=""
-    info "model \"$MODEL\" is not an Orin Nano, Orin NX or AGX Orin: configuring the linux backend"
+    info "model \"$MODEL_SHOWN\" is not an Orin Nano, Orin NX or AGX Orin: configuring the linux backend"
     info "(a PC's sensors, power modes in software only). On a Jetson, pass --board to use its profile."
 else
     info "no device-tree model under $SHOWN_ROOT: not a Jetson; configuring the linux backend"
@@ -768,7 +777,7 @@ if [ -e "$OWED/udev-reload" ]; then UDEV_CHANGED=1; fi
 step configuration
 {
     printf '# Sunlit agent configuration, written by deploy/install.sh for this board:\n'
-    printf '#   model "%s" -> %s\n' "${MODEL:-none}" "${BOARD:-no Jetson profile (linux backend)}"
+    printf '#   model "%s" -> %s\n' "${MODEL_SHOWN:-none}" "${BOARD:-no Jetson profile (linux backend)}"
     printf '# Every key and its default: flight/config.py. install.sh never overwrites this file:\n'
     printf '# when its own default changes it writes agent.toml.new beside it.\n\n'
     printf '[link]\n'

@@ -36,7 +36,8 @@ while [ $# -gt 0 ]; do
     case "$1" in
         --user) value "$@"; USER_AT="$2@"; shift 2 ;;
         --dir) value "$@"; DIR=$2; shift 2 ;;
-        --dry-run) DRY=1; shift ;;
+        # A switch takes no value (found in audit: --dry-run=no made "no" the HOST).
+        --dry-run) [ "$EQ" = 0 ] || die "$1 takes no value (leave it out, or write just $1)"; DRY=1; shift ;;
         -h|--help) usage; exit 0 ;;
         --) shift; INSTALL_ARGS=("$@"); break ;;
         -*) usage >&2; die "unknown option $1" ;;
@@ -45,6 +46,8 @@ while [ $# -gt 0 ]; do
 done
 [ -n "$HOST" ] || { usage >&2; die "give the board's HOST"; }
 case "$DIR" in *[!A-Za-z0-9._/~-]*) die "--dir $DIR: letters, digits and . _ / ~ - only" ;; esac
+# Found in audit: --dir=-x/src reached mkdir, ls and bash on the board as an option ("mkdir: invalid option").
+case "$DIR" in -*) die "--dir $DIR: must not start with - (the board's mkdir and bash would take it as an option)" ;; esac
 DIR=$(printf '%s' "$DIR" | tr -s /)   # a//b is a/b (found in audit: /home/u// passed the checks below)
 DIR=${DIR%/}
 DIR=${DIR#\~/}    # ssh and rsync start in the home directory: ~/x is x

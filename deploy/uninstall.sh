@@ -26,8 +26,11 @@ DRY=0
 PURGE=0
 NO_SYSTEMCTL=0
 while [ $# -gt 0 ]; do
-    case "$1" in --*=*) opt=${1%%=*}; val=${1#*=}; shift; set -- "$opt" "$val" "$@" ;; esac
+    EQ=0
+    case "$1" in --*=*) opt=${1%%=*}; val=${1#*=}; shift; set -- "$opt" "$val" "$@"; EQ=1 ;; esac
     case "$1" in
+        # A switch takes no value (found in audit: --purge=no was refused as "unknown option no").
+        --dry-run|--purge|--no-systemctl) [ "$EQ" = 0 ] || die "$1 takes no value (leave it out, or write just $1)" ;;&
         --root) [ $# -ge 2 ] || die "--root needs a value"; ROOT=$2; shift 2 ;;
         --dry-run) DRY=1; shift ;;
         --purge) PURGE=1; shift ;;
@@ -37,7 +40,7 @@ while [ $# -gt 0 ]; do
     esac
 done
 [ -d "$ROOT" ] || die "--root $ROOT: no such directory"
-ROOT=$(cd "$ROOT" && pwd)
+ROOT=$(cd -- "$ROOT" && pwd)   # -- : a relative DIR may start with a dash (found in audit)
 [ "$ROOT" = / ] && ROOT=""
 SHOWN_ROOT=${ROOT:-/}
 if [ -z "$ROOT" ] && [ "$DRY" = 0 ] && [ "$(id -u)" != 0 ]; then
@@ -164,7 +167,8 @@ fi
 SVC_GROUP=sunlit
 if [ -d "$(T /etc/sunlit)" ]; then SVC_GROUP=$(stat -c %G "$(T /etc/sunlit)"); fi
 for p in "$(T /var/lib/nvpmodel)" "$(T /var/lib/nvpmodel/status)"; do
-    if [ -e "$p" ] && [ "$(stat -c %G "$p")" = "$SVC_GROUP" ] && [ -n "$(find "$p" -maxdepth 0 -perm -g+w)" ]; then
+    # Not a link the service's group put there: chgrp and chmod would change what it points at (found in audit).
+    if [ -e "$p" ] && [ ! -L "$p" ] && [ "$(stat -c %G "$p")" = "$SVC_GROUP" ] && [ -n "$(find "$p" -maxdepth 0 -perm -g+w)" ]; then
         # shellcheck disable=SC2016  # $1 is for the inner sh
         act "give $p back to root (no group write)" sh -c 'chgrp root "$1" && chmod g-w "$1"' sh "$p"
     fi

@@ -3,15 +3,30 @@ a user met and its fix. The helpers are test_deploy.py's (a copy of the checkout
 
 from __future__ import annotations
 
+import grp
 import os
+import resource
 import socket
+import stat
 import subprocess
 import sys
 import sysconfig
+import tarfile
 
 import pytest
 
-from tests.test_deploy import INSTALL, jetson_root, source, venv_without_pip  # noqa: F401 (source: a fixture)
+from tests.fakeboard import FIXTURES
+from tests.test_deploy import (DEPLOY, INSTALL, UNINSTALL, install, jetson_root, source,  # noqa: F401 (source: a fixture)
+                               venv_without_pip)
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:
+    import tomli as tomllib
+
+PUSH = DEPLOY / "push.sh"
+POWER_ACCESS = DEPLOY / "libexec/sunlit-power-access"
+DUMP = DEPLOY / "dump_board.py"
 
 
 def pip_env_with_no_network(index: str) -> dict[str, str]:
@@ -56,3 +71,131 @@ def test_a_python_in_a_directory_that_is_not_there_is_named_as_given(tmp_path, s
     assert proc.stderr.splitlines() == [f"install.sh: --python {missing}: not found (give the path of a python3 >= "
                                         "3.10, or leave it out)"], proc.stderr
     assert proc.stdout == ""  # refused before it plans anything
+
+
+def mode(path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+@pytest.mark.req("DEP-007", "DEP-001")
+def test_a_link_put_in_nvpmodels_directory_is_neither_granted_nor_given_back(tmp_path):
+    """Found in audit: /var/lib/nvpmodel is the service group's to write once granted, so the agent's user can put a
+    link to any file there as ``status``; sunlit-power-access, as root at the agent's next start, followed it with
+    chgrp and chmod g+w (/etc/shadow writable by the agent's group), and uninstall.sh followed it with chgrp root and
+    chmod g-w. Now the link is refused, said, and the file it points at is left as it was."""
+    root = tmp_path / "root"
+    (root / "etc/sunlit").mkdir(parents=True)  # the service's group, for uninstall.sh: the caller's here
+    (root / "etc/nvpmodel.conf").write_text((FIXTURES / "nvpmodel_orin_nx_16gb.conf").read_text())
+    (root / "var/lib/nvpmodel").mkdir(parents=True)
+    secret = tmp_path / "shadow"
+    secret.write_text("root:$6$...\n")
+    secret.chmod(0o640)
+    (root / "var/lib/nvpmodel/status").symlink_to(secret)
+    group = grp.getgrgid(os.getgid()).gr_name
+    proc = subprocess.run(["sh", str(POWER_ACCESS), "--root", str(root), "--group", group], capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0  # never fails the agent's start
+    assert f"{root}/var/lib/nvpmodel/status is a symbolic link, not nvpmodel's file: not granted" in proc.stderr
+    assert "1 failed)" in proc.stdout and mode(secret) == 0o640
+    assert mode(root / "var/lib/nvpmodel") == 0o775  # the directory itself is still granted
+    secret.chmod(0o660)  # as a grant by an earlier version left it
+    out = subprocess.run(["bash", str(UNINSTALL), "--root", str(root), "--no-systemctl"], capture_output=True,
+                         text=True, timeout=60, check=True).stdout
+    assert f"give {root}/var/lib/nvpmodel back to root" in out and "status back to root" not in out
+    assert mode(secret) == 0o660 and mode(root / "var/lib/nvpmodel") == 0o755
+
+
+def test_power_access_given_an_option_without_its_value_says_so_in_one_line(tmp_path):
+    """Found in audit: ``sunlit-power-access --root`` stopped on dash's "2: parameter not set"."""
+    for option in ("--root", "--group", "--conf"):
+        proc = subprocess.run(["sh", str(POWER_ACCESS), option], capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 2
+        assert proc.stderr == f"sunlit-power-access: {option} needs a value\n"
+
+
+@pytest.mark.req("DEP-001")
+def test_a_relative_root_or_source_that_starts_with_a_dash_is_taken_as_a_path(tmp_path, source):  # noqa: F811
+    """Found in audit: ``--root=-board`` (as the scripts ask for a value that starts with -) stopped on bash's "cd: -b:
+    invalid option" and cd's usage; ``--source=-src`` the same. Both scripts now take them as the paths they are."""
+    (tmp_path / "-board").mkdir()
+    (tmp_path / "-src").symlink_to(source)
+    proc = subprocess.run(["bash", str(INSTALL), "--root=-board", "--source=-src", "--python", sys.executable,
+                           "--dry-run", "--no-systemctl"], capture_output=True, text=True, timeout=300,
+                          stdin=subprocess.DEVNULL, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith(f"Sunlit install into {tmp_path}/-board from {tmp_path}/-src (dry run")
+    proc = subprocess.run(["bash", str(UNINSTALL), "--root=-board", "--dry-run"], capture_output=True, text=True,
+                          timeout=60, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith(f"Sunlit uninstall from {tmp_path}/-board (dry run")
+
+
+@pytest.mark.req("DEP-001")
+@pytest.mark.parametrize("model, shown", [
+    (b"Acme \x01Orin NX \xe9 carrier \xe2\x80\x93 rev B", "Acme ?Orin NX  carrier \u2013 rev B"),
+    (b"Acme \x01Orin NX \xe2\x80\x93 \xe9", "Acme ?Orin NX ??? ?"),
+])
+def test_a_model_string_with_a_control_character_still_makes_a_config_the_agent_reads(tmp_path, source,  # noqa: F811
+                                                                                      model, shown):
+    """Found in audit: install.sh copied the device tree's model string into a comment of agent.toml as it was; one
+    with a control character (a carrier's own device tree) or bytes that are not UTF-8 made agent.toml, and the SAFE
+    fallback's copy of it, TOML no one could read: the agent and its fallback refused to start, at every run. UTF-8
+    is kept; where iconv cannot say it (a byte that is not UTF-8 at the end), only ASCII."""
+    root = tmp_path / "root"
+    (root / "proc/device-tree").mkdir(parents=True)
+    (root / "proc/device-tree/model").write_bytes(model + b"\0")
+    out = install(root, source).stdout
+    assert "does not pass the agent's checks" not in out, out
+    assert f'model "{shown}" -> board profile orin_nx_16gb' in out
+    for conf in (root / "etc/sunlit/agent.toml", root / "opt/sunlit/share/agent.default.toml"):
+        text = conf.read_text()
+        assert f'#   model "{shown}" -> orin_nx_16gb\n' in text
+        assert tomllib.loads(text)["hal"]["backend"] == "jetson"
+
+
+@pytest.mark.req("DEP-001")
+@pytest.mark.parametrize("script, switch", [(INSTALL, "--dry-run"), (INSTALL, "--no-pip"),
+                                            (UNINSTALL, "--purge"), (PUSH, "--dry-run")])
+def test_a_switch_given_a_value_is_refused_naming_the_switch(tmp_path, script, switch):
+    """Found in audit: ``--purge=no`` was refused as "unknown option no", and push.sh's ``--dry-run=no`` took "no"
+    for the board's HOST."""
+    proc = subprocess.run(["bash", str(script), f"{switch}=no", "board"], capture_output=True, text=True,
+                          timeout=60, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.splitlines()[-1] == (f"{script.name}: {switch} takes no value (leave it out, or write just "
+                                            f"{switch})"), proc.stderr
+
+
+@pytest.mark.req("DEP-001")
+def test_push_refuses_a_dir_that_starts_with_a_dash():
+    """Found in audit: ``--dir=-x/src`` went to the board's mkdir, ls and bash as an option ("mkdir: invalid
+    option"), then "refused (above), or ssh failed"."""
+    proc = subprocess.run(["bash", str(PUSH), "board", "--dir=-x/src", "--dry-run"], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr == ("push.sh: --dir -x/src: must not start with - (the board's mkdir and bash would take it "
+                           "as an option)\n")
+
+
+def test_dump_board_cut_short_leaves_no_part_of_a_fixture(tmp_path):
+    """Found in audit: dump_board.py writing its .tar.gz onto a full disk (here: a file size limit) said so and left a
+    truncated archive, which the next run refused as existing ("give a new path") and tests/test_deploy_fixtures.py
+    could not open. Now the archive is whole or not there."""
+    board = tmp_path / "board"
+    for i in range(10):  # 75 KB that do not compress, in files of 2.5 KB each
+        hwmon = board / f"sys/bus/i2c/drivers/ina3221/1-{i:04x}/hwmon/hwmon{i}"
+        hwmon.mkdir(parents=True)
+        for name in ("samples", "update_interval", "shunt1_resistor"):
+            (hwmon / name).write_bytes(os.urandom(2500))
+    out = tmp_path / "board.tar.gz"
+    args = [sys.executable, str(DUMP), "--root", str(board), "--out", str(out), "--no-nvpmodel", "--no-tegrastats"]
+
+    def small_files() -> None:  # Python ignores SIGXFSZ: a write past it fails with EFBIG
+        resource.setrlimit(resource.RLIMIT_FSIZE, (16384, 16384))
+
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=60, preexec_fn=small_files)
+    assert proc.returncode == 2 and proc.stderr == "dump_board.py: [Errno 27] File too large\n", proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["board"]  # nothing of the archive, whole or part
+    subprocess.run(args, capture_output=True, text=True, timeout=60, check=True)
+    with tarfile.open(out) as tar:
+        assert "meta.json" in tar.getnames() and len(tar.getnames()) > 30
