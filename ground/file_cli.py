@@ -18,7 +18,8 @@ area is ``--area`` (``var/ground-files/direct``), nothing goes to the server's a
   incoming/ or data/) to PATH (default: its base name here; an existing file, one made while the
   file came down too, is kept unless ``--force``: exit 2), written whole beside it and renamed into
   place; the SHA-256 the agent sent is checked against what was written. Past ``--timeout``, or at Ctrl-C,
-  the transfer goes on (exit 1) and the CLI names it: ``fetch ID`` writes the file once it is down;
+  the transfer goes on (exit 1) and the CLI names it: ``fetch ID`` writes the file once it is down (``--direct``:
+  nothing takes it; Ctrl-C names the FILE_CANCEL that stops the agent sending it);
 - ``fetch ID [--out PATH]``: the file a transfer brought down (``get-N``, from ``status``: this operator's or
   another's), from the server, checked and written as ``get`` writes it, without asking the board again;
 - ``list [DIRECTORY]``: FILE_LIST (names, sizes, times, free space on board);
@@ -512,10 +513,18 @@ def _cmd_get(args: argparse.Namespace) -> int:
     out = _out_path(name, args.out, args.force)
     if not args.direct:
         return _get_server(args, name, out)
-    client, files = _direct_files(args)
     try:
-        record = files.get(name, args.cfdp_class, args.priority, who=os.environ.get("USER", ""))
-        done = _run_direct(client, files, record.id, args.timeout)
+        client, files = _direct_files(args)
+    except KeyboardInterrupt:  # waiting for the agent (up to 20 s): nothing asked yet, and no server (an audit)
+        print("\ninterrupted before FILE_DOWNLINK was sent: nothing was asked of the board", file=sys.stderr)
+        return EXIT_FAILED
+    before = set(files.records)
+    try:
+        try:
+            record = files.get(name, args.cfdp_class, args.priority, who=os.environ.get("USER", ""))
+            done = _run_direct(client, files, record.id, args.timeout)
+        except KeyboardInterrupt:  # no server follows it (found in audit: "a transfer through the server goes on")
+            return _stopped_direct_get(args, files, before, name, out)
         if done["state"] != "done":
             return _ended(done, args.timeout, "not followed further")
         tmp = temp_beside(out)
@@ -527,6 +536,35 @@ def _cmd_get(args: argparse.Namespace) -> int:
     finally:
         files.close()
         client.close()
+
+
+def _direct_again(args: argparse.Namespace, *words: str) -> str:
+    """A ``sunlit-ground --direct`` command line on the link (and with the keys) this one used."""
+    where = ["--direct", args.direct]
+    for option, value in (("--tc-keys", getattr(args, "tc_keys", None)),
+                          ("--zmq-server-public", getattr(args, "zmq_server_public", None)),
+                          ("--zmq-client-secret", getattr(args, "zmq_client_secret", None))):
+        where += [option, value] if value else []
+    where += ["--tm-auth"] if getattr(args, "tm_auth", False) else []
+    return "`" + " ".join(shlex.quote(w) for w in ("sunlit-ground", *where, *words)) + "`"
+
+
+def _stopped_direct_get(args: argparse.Namespace, files: GroundFiles, before: set[str], name: str, out: Path) -> int:
+    """Ctrl-C on a ``--direct`` get: what the board may still do, and how to stop it there (this process, the only
+    one that would have taken the file, ends)."""
+    made = [rid for rid in files.records if rid not in before]
+    record = files.records[made[0]] if made else None
+    rid = record.id if record is not None else "FILE_DOWNLINK"
+    on_board = record.agent_transfer if record is not None else None
+    if on_board:
+        stop = f"{_direct_again(args, 'send', 'FILE_CANCEL', f'transfer={on_board}')} stops it"
+    else:
+        stop = (f"{_direct_again(args, 'file', 'status')} names its transfer there, and "
+                f"{_direct_again(args, 'send', 'FILE_CANCEL', 'transfer=ID')} stops it")
+    print(f"\ninterrupted: stopped following {rid}; nothing is written to {out}, and no server follows a --direct "
+          f"get: the agent may go on sending {name}" + (f" (its {on_board})" if on_board else "") + f"; {stop}",
+          file=sys.stderr)
+    return EXIT_FAILED
 
 
 def _command(args: argparse.Namespace, name: str, values: dict[str, Any]) -> dict[str, Any] | int:
@@ -636,7 +674,9 @@ def _cmd_status(args: argparse.Namespace) -> int:
 def _cmd_cancel(args: argparse.Namespace) -> int:
     """Stop a transfer the server follows (``status`` names it): the way to one a put's Ctrl-C left unknown."""
     if args.direct:
-        raise FileCliError("--direct: a transfer lives in the process that started it; Ctrl-C there cancels it")
+        raise FileCliError("--direct: a put lives in the process that started it, and Ctrl-C there cancels it; a "
+                           "file the agent sends: " + _direct_again(args, "send", "FILE_CANCEL", "transfer=ID")
+                           + " (its id from `file status`)")
     api = _api(args)
     spacecraft = args.spacecraft or api.default_spacecraft()
     record = api.post(f"/api/files/{urllib.parse.quote(args.id)}/cancel", {"spacecraft": spacecraft})
