@@ -184,6 +184,9 @@ def _query_pages(archive: Archive, args: argparse.Namespace) -> Any:
 
 
 def _cmd_query(args: argparse.Namespace) -> int:
+    if args.stats and args.max_points is not None:  # found in audit: the statistics were of the decimated points (a
+        # count of 2 of 200 values, their mean, the last time a bucket kept), said as the window's, exit 0
+        raise ValueError("--stats counts every value in the window: give --stats or --max-points, not both")
     order: dict[str, int] = {}  # the order the channels were named
     for k, name in enumerate(args.channel):
         order.setdefault(name, k)

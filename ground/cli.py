@@ -197,6 +197,33 @@ def _check_as_the_board(name: str, values: dict[str, Any]) -> None:
         raise Refused(f"refused before sending: {name} {refused.field}: {refused.reason}")
 
 
+_NUMBER = (int, float)
+
+
+_MAY_BE_DONE = "; the server may have done it: `sunlit-ground queue` shows"  # a POST's answer unread
+
+
+def _field(api: ApiClient, path: str, answer: Any, field: str, kind: Any, where: str = "", then: str = "") -> Any:
+    """``answer[field]`` where it is a ``kind``: an answer without it (a server of another version, another JSON
+    service on --server's URL) is said naming the route and the field, exit 2, never a KeyError's or a TypeError's
+    traceback (found in audit: `queue`, `approve`, `events` with --spacecraft given ended in one)."""
+    value = answer.get(field, _field) if isinstance(answer, dict) else _field  # _field: none there
+    if value is _field or not isinstance(value, kind) or (isinstance(value, bool) and kind in (int, _NUMBER)):
+        raise ServerError(f"{api.server}{path}: the answer has no {where}{field} (or not as this CLI reads it); is "
+                          f"{api.server} a Sunlit ground server of this version? (--server URL){then}")
+    return value
+
+
+def _entry(api: ApiClient, path: str, entry: Any, where: str = "", then: str = "") -> dict[str, Any]:
+    """A queue entry of the server's answer, with each field this CLI prints (:func:`_field`)."""
+    for field, kind in (("id", int), ("name", str), ("args", dict), ("state", str), ("who", str),
+                        ("queued_s", _NUMBER)):
+        _field(api, path, entry, field, kind, where, then)
+    if entry.get("approved_by") is not None:
+        _field(api, path, entry, "approved_by", str, where, then)
+    return entry
+
+
 def _queue_action(action: str) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
         api = _api(args)
@@ -204,7 +231,8 @@ def _queue_action(action: str) -> Callable[[argparse.Namespace], int]:
         body: dict[str, Any] = {"spacecraft": spacecraft}
         if action == "reject" and args.reason:
             body["reason"] = args.reason
-        entry = api.post(f"/api/commands/{args.id}/{action}", body)
+        path = f"/api/commands/{args.id}/{action}"
+        entry = _entry(api, path, api.post(path, body), then=_MAY_BE_DONE)
         print(f"{entry['id']} {entry['name']} {json.dumps(entry['args'])}: {entry['state']} "
               f"(sent by {entry['who']}{', approved by ' + entry['approved_by'] if entry.get('approved_by') else ''})")
         return 0
@@ -215,18 +243,28 @@ def _cmd_queue(args: argparse.Namespace) -> int:
     api = _api(args)
     spacecraft = args.spacecraft or api.default_spacecraft()
     if args.action in ("hold", "release"):
-        status = api.post(f"/api/queue/{args.action}", {"spacecraft": spacecraft})
-        print(f"{spacecraft} queue: {'HELD by ' + status['held_by'] if status['held'] else 'released'}")
+        path = f"/api/queue/{args.action}"
+        status = api.post(path, {"spacecraft": spacecraft})
+        held = _field(api, path, status, "held", bool, then=_MAY_BE_DONE)
+        held_by = _field(api, path, status, "held_by", str, then=_MAY_BE_DONE) if held else ""
+        print(f"{spacecraft} queue: {'HELD by ' + held_by if held else 'released'}")
         return 0
-    answer = api.get("/api/commands", spacecraft=spacecraft)
-    queue = answer["queue"]
-    print(f"{spacecraft} queue: {'HELD by ' + queue['held_by'] if queue['held'] else 'released'}; "
-          + ", ".join(f"{k} {v}" for k, v in sorted(queue["counts"].items())))
-    listed = answer["commands"]
-    for e in listed[-args.last:]:
+    path = "/api/commands"
+    answer = api.get(path, spacecraft=spacecraft)
+    # each field checked before a line is printed (:func:`_field`)
+    queue = _field(api, path, answer, "queue", dict)
+    held = _field(api, path, queue, "held", bool, "queue.")
+    held_by = _field(api, path, queue, "held_by", str, "queue.") if held else ""
+    counts = _field(api, path, queue, "counts", dict, "queue.")
+    listed = _field(api, path, answer, "commands", list)
+    first = max(0, len(listed) - args.last)
+    shown = [_entry(api, path, e, f"commands[{first + k}].") for k, e in enumerate(listed[first:])]
+    print(f"{spacecraft} queue: {'HELD by ' + held_by if held else 'released'}; "
+          + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+    for e in shown:
         print(f"{e['id']:>6} {_stamp(e['queued_s'])} {e['who']:<10} {e['name']:<16} {e['state']:<17} "
               f"{json.dumps(e['args'])}{'  approved by ' + e['approved_by'] if e.get('approved_by') else ''}")
-    held = sum(n for n in queue["counts"].values() if isinstance(n, int))
+    held = sum(n for n in counts.values() if isinstance(n, int))
     if args.last > len(listed) and held > len(listed):  # found in audit: --last 500 showed the newest 200, unsaid
         print(f"{held - len(listed)} older entries not shown: the server lists its newest {len(listed)} (the counts "
               "above are of all; `sunlit-ground archive commands` has every command)", file=sys.stderr)
@@ -272,9 +310,13 @@ def _cmd_tm(args: argparse.Namespace) -> int:
             alarms.observe_parameters(state.get("parameters") or {})
             now = time.time()
             for name, snap in (state.get("latest") or {}).items():
-                if name in DICTIONARY.channel_by_name:
-                    client.latest[name] = (snap["value"], snap["time_s"])
-                    seen_wall[name] = now - float(snap.get("age_s") or 0.0)
+                if name in DICTIONARY.channel_by_name:  # each field checked (:func:`_field`)
+                    where = f"greeting's latest.{name}."
+                    value = _field(client.api, "/ws", snap, "value", object, where)
+                    at = _field(client.api, "/ws", snap, "time_s", _NUMBER, where)
+                    age = _field(client.api, "/ws", snap, "age_s", _NUMBER, where) if snap.get("age_s") else 0.0
+                    client.latest[name] = (value, at)
+                    seen_wall[name] = now - float(age)
         if not args.follow:
             names = wanted or [ch.name for ch in DICTIONARY.channels]
             deadline = time.monotonic() + args.timeout
@@ -378,11 +420,15 @@ def _cmd_events(args: argparse.Namespace) -> int:
     client = ServerClient(api, spacecraft) if args.follow else None
     try:
         answer = api.get("/api/events", spacecraft=spacecraft, limit=args.last, severity=floor.name)
+        events = _field(api, "/api/events", answer, "events", list)
+        for k, e in enumerate(events):  # each checked before a line is printed (:func:`_field`)
+            for field, kind in (("time_s", _NUMBER), ("severity", str), ("name", str), ("text", str)):
+                _field(api, "/api/events", e, field, kind, f"events[{k}].")
         shown = set()
-        for e in answer["events"]:
+        for e in events:
             print(_event_line(e["time_s"], e["severity"], e["name"], e["text"]))
             shown.add((round(e["time_s"], 3), e["name"], e["text"]))
-        if not answer["events"]:
+        if not events:
             print(f"no events at {floor.name} or above for {spacecraft} yet", file=sys.stderr)
         sys.stdout.flush()
         if client is None:
@@ -446,6 +492,8 @@ def _cmd_plan(args: argparse.Namespace) -> int:
         return EXIT_FAILED
     plan = answer.get("plan")
     try:
+        if not isinstance(plan, dict):  # named (found in audit: "'NoneType' object is not subscriptable")
+            raise KeyError("plan")
         head = f"{spacecraft} power plan {plan_summary(plan)}"
         rows = plan_table(plan, args.steps)
     except (KeyError, TypeError, ValueError, IndexError) as exc:

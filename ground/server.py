@@ -2332,20 +2332,29 @@ def serve(config: ServerConfig) -> int:
     """Run the server until Ctrl-C, SIGTERM or SIGHUP; return an exit code for the CLI."""
     from ground.auth import UserFileError
 
+    # Before the start (found in audit: a SIGTERM while it opened the archive, a `systemctl stop` just after a start,
+    # killed it outright, no orderly stop): one that comes during the start stops the server once it has started.
+    done = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: done.set()) for sig in STOP_SIGNALS
+                if not (sig == signal.SIGHUP and signal.getsignal(sig) is signal.SIG_IGN)}
+    started = False
     try:
         users = UserStore.load(config.users)
         server = GroundServer(config, users).start()
+        started = True
     except (OSError, ValueError, RuntimeError, UserFileError) as exc:  # RuntimeError: ArchiveError
         print(f"sunlit-ground server: {exc}", file=sys.stderr)
         return 2
+    finally:
+        if not started:  # the handlers as they were
+            for sig, handler in previous.items():
+                if handler is not None:
+                    signal.signal(sig, handler)
     if not users.users:
         print(f"sunlit-ground server: warning: {config.users} has no users; nobody can log in "
               "(sunlit-ground user add NAME --role admin)", file=sys.stderr)
     crafts = ", ".join(f"{sc.id} on {sc.link}" for sc in config.spacecraft)
     print(f"sunlit-ground server: {server.url} ({crafts}; archive {config.archive}); Ctrl-C stops", flush=True)
-    done = threading.Event()
-    previous = {sig: signal.signal(sig, lambda *_: done.set()) for sig in STOP_SIGNALS
-                if not (sig == signal.SIGHUP and signal.getsignal(sig) is signal.SIG_IGN)}
     try:
         while not done.wait(0.5):
             pass

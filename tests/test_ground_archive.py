@@ -1579,6 +1579,24 @@ def test_a_time_out_of_range_is_refused_naming_its_flag_never_a_traceback(archiv
     assert parse_time_s("9999-12-31T23:59:59Z") == 253402300799.0
 
 
+@pytest.mark.req("GND-006", "GND-025")
+def test_query_stats_are_of_every_value_never_of_a_decimated_overview(archive, capsys):
+    """Found in audit: `query --stats --max-points 2` gave the statistics of the two decimated points (count 2 of 200
+    values, their mean, a last time 2 min 30 s early) as the window's, exit 0; the two together are refused, exit 2."""
+    codec = Codec(DICTIONARY)
+    for i in range(200):
+        archive.record(decoded(codec, codec.encode_hk(AGENT_HK.sid, agent_hk_values(i), T0_S + i)), T0_S + i)
+    db = str(archive.path)
+    capsys.readouterr()
+    assert archive_cli("query", "cpu_pct", "--stats", "--max-points", "2", "--db", db) == 2
+    out, err = capsys.readouterr()
+    assert not out and err == ("sunlit-ground archive: --stats counts every value in the window: give --stats or "
+                               "--max-points, not both\n")
+    assert archive_cli("query", "cpu_pct", "--stats", "--db", db) == 0
+    stats = json.loads(capsys.readouterr().out)
+    assert stats["count"] == 200 and stats["last"] == utc_iso(T0_S + 199)
+
+
 @pytest.mark.req("GND-025")
 def test_the_agents_text_in_query_and_events_is_printed_printable(archive, capsys):
     """An escape or a line break in the agent's text (an event's argument, a power mode's name from the board)

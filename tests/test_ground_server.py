@@ -1500,6 +1500,93 @@ def test_another_json_service_on_the_server_url_is_said_never_a_traceback(capsys
         other.server_close()
         thread.join(5)
 
+@pytest.mark.req("GND-025")
+def test_a_server_answer_lacking_a_field_the_cli_prints_is_said_naming_it_never_a_traceback(capsys, monkeypatch):
+    """Found in audit: with --spacecraft given (no /api/spacecraft asked first), an answer without a field the CLI
+    prints (a server of another version, another JSON service) ended `queue`, `queue hold`, `approve`, `cancel`,
+    `events` and `tm` in a KeyError's, TypeError's or ValueError's traceback; each is one line naming the route and
+    the field, exit 2, and nothing printed before it."""
+    import http.server
+    import threading
+
+    from websockets.sync.server import serve
+
+    from ground.cli import main as ground_main
+
+    answers = {"body": b"{}", "latest": {}}
+
+    class Other(http.server.BaseHTTPRequestHandler):
+        def _answer(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(answers["body"])))
+            self.end_headers()
+            self.wfile.write(answers["body"])
+
+        do_GET = do_POST = _answer
+
+        def log_message(self, *args) -> None:
+            pass
+
+    def greet(ws) -> None:  # the WebSocket's greeting, its snapshot of the latest values as answers says
+        ws.send(json.dumps({"control": [{"kind": "hello", "states": {"sc": {"latest": answers["latest"]}}}]}))
+        for _message in ws:
+            pass
+
+    other = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Other)
+    thread = threading.Thread(target=other.serve_forever, daemon=True)
+    thread.start()
+    ws_server = serve(greet, "127.0.0.1", 0)
+    ws_thread = threading.Thread(target=ws_server.serve_forever, daemon=True)
+    ws_thread.start()
+    url = f"http://127.0.0.1:{other.server_address[1]}"
+    monkeypatch.setenv("SUNLIT_GROUND_TOKEN", "abc")  # a session, so the CLI asks the server
+    entry = {"id": 3, "name": "NOOP", "args": {}, "state": "queued", "who": "alice", "queued_s": 1e9}
+    try:
+        for body, argv, said in (
+                ({}, ["queue"], "/api/commands: the answer has no queue "),
+                ({"queue": 5}, ["queue"], "/api/commands: the answer has no queue "),
+                ({"queue": {"held": True, "counts": {}}, "commands": []}, ["queue"], "has no queue.held_by "),
+                ({"queue": {"held": False, "counts": []}, "commands": []}, ["queue"], "has no queue.counts "),
+                ({"queue": {"held": False, "counts": {}}}, ["queue"], "/api/commands: the answer has no commands "),
+                ({"queue": {"held": False, "counts": {}}, "commands": [entry, {"id": 4}]}, ["queue"],
+                 "has no commands[1].name "),
+                ({}, ["queue", "hold"], "/api/queue/hold: the answer has no held "),
+                ({}, ["approve", "3"], "/api/commands/3/approve: the answer has no id "),
+                ({**entry, "queued_s": "soon"}, ["cancel", "3"], "/api/commands/3/cancel: the answer has no queued_s "),
+                ({}, ["events"], "/api/events: the answer has no events "),
+                ({"events": [{"time_s": 1.0, "name": "X", "text": ""}]}, ["events"], "has no events[0].severity ")):
+            answers["body"] = json.dumps(body).encode()
+            assert ground_main(["--server", url, "--spacecraft", "sc", *argv]) == 2, (body, argv)
+            out, err = capsys.readouterr()
+            assert not out and err.count("\n") == 1 and said in err and "a Sunlit ground server" in err, (argv, err)
+            if argv[0] in ("approve", "cancel") or argv[1:] == ["hold"]:  # the server may have done it: said so
+                assert "sunlit-ground queue` shows" in err, err
+        answers["body"] = b'{"available": true}'  # a plan answer without its plan: named, not "'NoneType' ..."
+        assert ground_main(["--server", url, "--spacecraft", "sc", "plan"]) == 1
+        assert "(KeyError: 'plan')" in capsys.readouterr().err
+        ws_url = f"http://127.0.0.1:{ws_server.socket.getsockname()[1]}"
+        for latest, said in (({"mode": {"time_s": 1.0}}, "/ws: the answer has no greeting's latest.mode.value "),
+                             ({"mode": {"value": 1, "time_s": 1.0, "age_s": "x"}}, "latest.mode.age_s ")):
+            answers["latest"] = latest
+            assert ground_main(["--server", ws_url, "--spacecraft", "sc", "tm", "--timeout", "0.2"]) == 2
+            out, err = capsys.readouterr()
+            assert not out and err.count("\n") == 1 and said in err, err
+        answers["latest"] = {"mode": {"value": 1, "time_s": 1.0, "age_s": 2.0},  # as a Sunlit server greets
+                             "model_probation": {"value": False, "time_s": 1.0, "age_s": 2.0}}
+        assert ground_main(["--server", ws_url, "--spacecraft", "sc", "tm", "--channel", "mode", "--channel",
+                            "model_probation", "--timeout", "0.2"]) == 0
+        assert capsys.readouterr().out.split() == ["mode", "=", "1", "[nominal]", "model_probation", "=", "False",
+                                                   "[nominal]"]
+    finally:
+        other.shutdown()
+        other.server_close()
+        thread.join(5)
+        ws_server.shutdown()
+        ws_thread.join(5)
+
+
 
 @pytest.mark.req("GND-005")
 def test_a_procedures_send_the_ground_ended_fails_its_step_never_said_sent(source_and_server):

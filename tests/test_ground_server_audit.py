@@ -306,3 +306,51 @@ def test_a_time_tag_carrying_a_two_person_command_waits_for_a_second_operator(so
         assert (status, other["state"]) == (202, "queued"), "a time tag of a command under no rule needs no approval"
     finally:
         server.stop()
+
+
+@pytest.mark.req("GND-025", "GND-023")
+def test_a_sigterm_while_the_server_starts_stops_it_in_order_once_started_never_kills_it(source, tmp_path):
+    """Found in audit: a SIGTERM that came while the server started (its archive busy a moment, a `systemctl stop`
+    just after a start) found no handler yet and killed it outright: no orderly stop, nothing said. It is taken from
+    before the start: the server starts, then stops in order, exit 0. A subprocess, the signal as systemd sends it;
+    the start held where it opens its archive (another process holds the file's lock) so the signal lands there."""
+    import signal
+    import sqlite3
+    import subprocess
+    import sys
+
+    make_users(tmp_path / "users.toml")
+    Archive(tmp_path / "g.sqlite").close()
+    (tmp_path / "server.toml").write_text(f'[server]\nport = 0\narchive = "g.sqlite"\nusers = "users.toml"\n'
+                                          f'[[spacecraft]]\nid = "sc"\nlink = "{source}"\n')
+    holder = sqlite3.connect(tmp_path / "g.sqlite", isolation_level=None)
+    holder.execute("PRAGMA locking_mode = EXCLUSIVE")
+    holder.execute("BEGIN EXCLUSIVE")
+    holder.execute("CREATE TABLE held (x)")  # the lock taken: the server's open waits on it (its busy timeout)
+    proc = subprocess.Popen([sys.executable, "-m", "ground", "server", "--config", str(tmp_path / "server.toml")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        archive_file = str(tmp_path / "g.sqlite")
+
+        def opening() -> bool:  # the server has the archive's file open: in its start, past reading the users
+            try:
+                return any(os.readlink(f"/proc/{proc.pid}/fd/{fd}") == archive_file
+                           for fd in os.listdir(f"/proc/{proc.pid}/fd"))
+            except OSError:  # a descriptor closed as it was read
+                return False
+
+        deadline = time.monotonic() + 60
+        while not opening() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert opening(), proc.poll()
+        proc.send_signal(signal.SIGTERM)
+        holder.rollback()
+        holder.close()  # the start goes on
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, (proc.returncode, err)
+    assert "Ctrl-C stops" in out and "Traceback" not in err, (out, err)
+    assert not (tmp_path / "g.sqlite-wal").exists(), "the archive was not closed"
