@@ -368,3 +368,83 @@ def test_a_set_mode_its_own_tick_sends_back_to_safe_is_failed_not_completed(tmp_
                                                                                             ("IDLE", "SAFE")]
     finally:
         rig.close()
+
+
+def _low_battery_safe_then_reset(state_dir, monkeypatch, params) -> InProcessAgent:
+    """IDLE, the battery below the SAFE charge (a pending return), then a brownout: the agent after it."""
+    import tests.inproc as inproc
+
+    rig = InProcessAgent(state_dir, parameters=params)
+    assert rig.send("SET_MODE", mode="IDLE").completed
+    rig.eps.reading = EpsReading(soc_pct=10.0, bus_voltage_v=7.0, solar_power_w=0.0)
+    rig.advance(2.0)
+    assert rig.agent.mode is Mode.SAFE and rig.agent.modes.pending.cause.startswith("battery ")
+    monkeypatch.setattr(inproc, "T0_S", rig.clock.now_s())  # UTC goes on across the reset
+    unclean_stop(rig)
+    return InProcessAgent(state_dir, parameters=params)
+
+
+@pytest.mark.req("AGT-015", "AGT-013")
+def test_a_low_battery_safe_is_not_left_without_a_battery_reading_after_a_reset(tmp_path, monkeypatch):
+    """Found in audit: a reset while SAFE for the battery rebuilt its return as "reset (previous stop unclean),
+    while SAFE", the battery's cause lost, and with the gauge silent since the agent went back to IDLE with no
+    battery reading at all. The cause is kept in the state file; said once however many resets."""
+    from dataclasses import replace
+
+    from flight.agent.modes import RESET_WHILE_SAFE, cause_after_reset
+
+    params = {"recovery_clear_s": 30.0}
+    battery, no_reading = "battery 10.0 % below 20.0 %", replace(CLEAR, battery_soc_pct=None)
+    for kept in (battery, None):  # the cause kept, or a state file from before it was
+        once = cause_after_reset(kept)
+        assert cause_after_reset(once) == once  # said once however many resets (bounded)
+        assert recovery_blocker(Mode.IDLE, no_reading, once).startswith("no battery reading")
+    assert cause_after_reset(None) == RESET_WHILE_SAFE
+    assert recovery_blocker(Mode.IDLE, no_reading, cause_after_reset(RESET_CAUSE)) is None  # not the battery's
+    rig = _low_battery_safe_then_reset(tmp_path / "state", monkeypatch, params)
+    for _ in range(2):
+        try:
+            rig.eps.reading = EpsReading(soc_pct=None, bus_voltage_v=None, solar_power_w=None)  # the gauge silent
+            assert rig.agent.mode is Mode.SAFE and rig.agent.modes.pending.target is Mode.IDLE
+            assert rig.agent.modes.pending.cause == "battery 10.0 % below 20.0 %, then a reset (previous stop unclean)"
+            rig.advance(120.0, step_s=5.0)
+            assert rig.agent.mode is Mode.SAFE and not rig.events("MODE_RECOVERED")
+            assert rig.agent.modes.blocker == "no battery reading: it went SAFE for the battery"
+        finally:
+            unclean_stop(rig)  # and once more: the cause does not grow
+        rig = InProcessAgent(tmp_path / "state", parameters=params)
+    try:
+        rig.eps.reading = EpsReading(soc_pct=90.0, bus_voltage_v=8.2, solar_power_w=80.0)  # charged, read again
+        advance_until(rig, lambda: rig.agent.mode is Mode.IDLE, 600.0)
+        [event] = rig.events("MODE_RECOVERED")
+        assert event.args["new"] == "IDLE"
+        assert event.args["reason"].endswith("since: battery 10.0 % below 20.0 %, then a reset (previous stop unclean)")
+    finally:
+        rig.close()
+
+
+@pytest.mark.req("AGT-015", "AGT-013")
+def test_a_state_file_from_before_the_cause_was_kept_still_loads_and_its_return_needs_a_battery_reading(
+        tmp_path, monkeypatch):
+    """A state file written before ``resume_cause`` (an agent updated while SAFE) loads; the cause of its pending
+    return is unknown, maybe the battery: with no battery reading it stays SAFE, with one it returns."""
+    from flight.storage import read_checked_json, write_checked_json
+
+    params = {"recovery_clear_s": 30.0}
+    state = tmp_path / "state"
+    rig = _low_battery_safe_then_reset(state, monkeypatch, params)
+    rig.close()  # (unclean too: the state file says running)
+    body = read_checked_json(state / "state.json")
+    assert body["resume_mode"] == "IDLE" and body.pop("resume_cause").startswith("battery ")
+    write_checked_json(state / "state.json", body)
+    rig = InProcessAgent(state, parameters=params)
+    try:
+        assert not rig.events("STATE_CORRUPT") and rig.agent.modes.pending.cause == RESET_CAUSE + ", while SAFE"
+        rig.eps.reading = EpsReading(soc_pct=None, bus_voltage_v=None, solar_power_w=None)
+        rig.advance(120.0, step_s=5.0)
+        assert rig.agent.mode is Mode.SAFE and "no battery reading" in rig.agent.modes.blocker
+        rig.eps.reading = EpsReading(soc_pct=90.0, bus_voltage_v=8.2, solar_power_w=80.0)
+        advance_until(rig, lambda: rig.agent.mode is Mode.IDLE, 600.0)
+        assert rig.agent.mode is Mode.IDLE and len(rig.events("MODE_RECOVERED")) == 1
+    finally:
+        rig.close()

@@ -9,7 +9,7 @@ the hard thermal limit) leaves a *pending* recovery to the mode the agent fell f
 control tick :meth:`ModeManager.review` asks :func:`flight.agent.modes.recovery_step` whether
 its causes have been clear for ``recovery_clear_s`` and the budget (``recovery_max`` per
 ``recovery_window_s``) allows it; if so the agent returns, saying so with ``MODE_RECOVERED``.
-The mode, the mode to resume and the times of past recoveries are kept in the state file, so
+The mode, the mode to resume, why it fell and the times of past recoveries are kept in the state file, so
 after an unclean stop (a watchdog reset, a brownout) the agent knows what it was doing and
 the budget still counts the recoveries of the previous runs. A command ends any pending
 recovery: the operator has taken over.
@@ -31,6 +31,7 @@ from flight.agent.modes import (
     Conditions,
     Pending,
     RecoverySettings,
+    cause_after_reset,
     commanded_refusal,
     recoverable_cause,
     recovery_step,
@@ -52,12 +53,16 @@ class ModeMemory(Protocol):
     def resume_mode(self) -> str | None: ...
 
     @property
+    def resume_cause(self) -> str | None: ...
+
+    @property
     def recoveries_s(self) -> tuple[float, ...]: ...
 
     @property
     def waits_for_ground(self) -> str | None: ...
 
-    def remember_mode(self, mode: str, resume_mode: str | None, waits_for_ground: str | None = None) -> None: ...
+    def remember_mode(self, mode: str, resume_mode: str | None, waits_for_ground: str | None = None,
+                      resume_cause: str | None = None) -> None: ...
 
     def remember_recovery(self, t_s: float, keep_after_s: float) -> None: ...
 
@@ -68,13 +73,16 @@ class _VolatileMemory:
     def __init__(self) -> None:
         self.mode, self.resume_mode, self._recoveries = Mode.BOOT.value, None, []
         self.waits_for_ground: str | None = None
+        self.resume_cause: str | None = None
 
     @property
     def recoveries_s(self) -> tuple[float, ...]:
         return tuple(self._recoveries)
 
-    def remember_mode(self, mode: str, resume_mode: str | None, waits_for_ground: str | None = None) -> None:
+    def remember_mode(self, mode: str, resume_mode: str | None, waits_for_ground: str | None = None,
+                      resume_cause: str | None = None) -> None:
         self.mode, self.resume_mode, self.waits_for_ground = mode, resume_mode, waits_for_ground
+        self.resume_cause = resume_cause
 
     def remember_recovery(self, t_s: float, keep_after_s: float) -> None:
         self._recoveries = [t for t in self._recoveries if t > keep_after_s] + [t_s]
@@ -128,7 +136,8 @@ class ModeManager(Component):
 
     def _remember(self) -> None:
         resume = self.pending.target.value if self.pending is not None else None
-        self._memory.remember_mode(self._mode.value, resume, self.waits_for_ground)
+        cause = self.pending.cause if self.pending is not None else None
+        self._memory.remember_mode(self._mode.value, resume, self.waits_for_ground, cause)
 
     def booted(self, previous_stop: str) -> None:
         """Start of time: go SAFE; after an unclean stop, remember what to return to once clear."""
@@ -141,7 +150,7 @@ class ModeManager(Component):
             if before in _RESUMABLE:
                 self.pending = Pending(before, RESET_CAUSE)
             elif before is Mode.SAFE and resume in _RESUMABLE:  # it was waiting to recover when it went down
-                self.pending = Pending(resume, f"{RESET_CAUSE}, while SAFE")
+                self.pending = Pending(resume, cause_after_reset(self._memory.resume_cause))
         self.set_mode(Mode.SAFE, f"boot complete (previous stop {previous_stop})")
         self._remember()  # the pending target, even when the mode did not change
 

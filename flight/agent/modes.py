@@ -32,8 +32,8 @@ from dataclasses import dataclass, replace
 from flight.link.definitions import MODES_COMMANDABLE as COMMANDABLE, Admission, Mode
 
 __all__ = ["COMMANDABLE", "CONTACT_CAUSE", "Conditions", "Mode", "Pending", "RecoverySettings", "RecoveryStep",
-           "commanded_refusal", "recoverable_cause", "recovery_blocker", "recovery_step", "stored_refusal",
-           "WAITS_FOR_GROUND"]
+           "cause_after_reset", "commanded_refusal", "recoverable_cause", "recovery_blocker", "recovery_step",
+           "stored_refusal", "WAITS_FOR_GROUND"]
 
 # (from, to) pairs a command may ask for; automatic transitions have their own rule below.
 _COMMANDED = {
@@ -111,6 +111,19 @@ WAITS_FOR_GROUND = (CONTACT_CAUSE, REPEATED_FAULTS)
 """Automatic SAFE causes that wait for a person: only a SET_MODE from the ground lifts them, not a stored one
 (:func:`stored_refusal`; found in review: a time tag lifted them, with no one to see)."""
 RESET_CAUSE = "reset (previous stop unclean)"
+RESET_WHILE_SAFE = f"{RESET_CAUSE}, while SAFE"
+"""A reset while waiting to leave a SAFE whose cause the state file did not keep (one written before it did): it
+may have been the battery's, so its return needs a battery reading too."""
+
+
+def cause_after_reset(kept: str | None) -> str:
+    """The cause of a pending recovery rebuilt after a reset while SAFE, from ``kept``, the one saved before it:
+    kept first, so the checks on why it went SAFE still hold (found in audit: a SAFE for the battery became
+    "reset, while SAFE" and left with no battery reading); said once however many resets (bounded)."""
+    if not kept:
+        return RESET_WHILE_SAFE
+    then = f", then a {RESET_CAUSE}"
+    return kept if kept.endswith(then) or kept.startswith(RESET_WHILE_SAFE) else f"{kept}{then}"
 
 
 def recoverable_cause(reason: str) -> bool:
@@ -174,6 +187,8 @@ def recovery_blocker(target: Mode, c: Conditions, cause: str = "") -> str | None
         return f"battery {c.battery_soc_pct:.1f} % below the floor {c.battery_floor_pct:.1f} %"
     if c.battery_soc_pct is None and cause.startswith(BATTERY_CAUSE):
         return "no battery reading: it went SAFE for the battery"
+    if c.battery_soc_pct is None and cause.startswith(RESET_WHILE_SAFE):
+        return "no battery reading: it went SAFE before a reset for a cause not kept (the battery's, maybe)"
     if target is Mode.COMPUTE:
         if c.temp_max_c >= c.thermal_soft_limit_c:
             return f"temperature {c.temp_max_c:.1f} °C at or above the soft limit {c.thermal_soft_limit_c:.1f} °C"

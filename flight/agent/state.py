@@ -25,6 +25,8 @@ class AgentState:
     next_job_id: int = 1
     mode: str = "BOOT"  # the mode in force, saved on each change: after a reset, what it was doing
     resume_mode: str | None = None  # the mode an automatic, recoverable SAFE fell from (flight/agent/modes.py)
+    resume_cause: str | None = None  # why it fell (modes.Pending.cause): a reset keeps it (found in audit: a SAFE for
+    # the battery became "reset, while SAFE" and was left with no battery reading); None in a file from before
     waits_for_ground: str | None = None  # the cause of a SAFE only the ground's SET_MODE lifts (modes.WAITS_FOR_GROUND)
     recoveries_s: list[float] = field(default_factory=list)  # times (agent UTC) of automatic recoveries
     tc_replay_kept: bool = False  # a telecommand replay window was written: its absence later is a loss
@@ -45,6 +47,7 @@ def _check_types(state: AgentState, path: Path) -> None:
         and isinstance(state.power_mode_cap, str)
         and isinstance(state.next_job_id, int) and state.next_job_id >= 1
         and isinstance(state.mode, str) and (state.resume_mode is None or isinstance(state.resume_mode, str))
+        and (state.resume_cause is None or isinstance(state.resume_cause, str))
         and (state.waits_for_ground is None or isinstance(state.waits_for_ground, str))
         and isinstance(state.recoveries_s, list)
         and all(isinstance(t, (int, float)) and not isinstance(t, bool) for t in state.recoveries_s)
@@ -176,6 +179,10 @@ class PersistentState:
         return self.state.resume_mode
 
     @property
+    def resume_cause(self) -> str | None:
+        return self.state.resume_cause
+
+    @property
     def recoveries_s(self) -> tuple[float, ...]:
         return tuple(self.state.recoveries_s)
 
@@ -183,10 +190,13 @@ class PersistentState:
     def waits_for_ground(self) -> str | None:
         return self.state.waits_for_ground
 
-    def remember_mode(self, mode: str, resume_mode: str | None, waits_for_ground: str | None = None) -> None:
+    def remember_mode(self, mode: str, resume_mode: str | None, waits_for_ground: str | None = None,
+                      resume_cause: str | None = None) -> None:
         """Saved at once: modes change rarely, and a reset must find what the agent was doing (and a SAFE that
-        waits for the ground, that it still does: found in review, a restart let a time tag lift it)."""
+        waits for the ground, that it still does: found in review, a restart let a time tag lift it; and why a SAFE
+        it would leave on its own fell, so that its return still needs what it needed)."""
         self.state.mode, self.state.resume_mode, self.state.waits_for_ground = mode, resume_mode, waits_for_ground
+        self.state.resume_cause = resume_cause
         self.save(force=True)
 
     def remember_recovery(self, t_s: float, keep_after_s: float) -> None:
