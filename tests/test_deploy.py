@@ -1640,3 +1640,17 @@ def test_shell_scripts_parse():
     for script in ("install.sh", "uninstall.sh", "push.sh"):
         subprocess.run(["bash", "-n", str(DEPLOY / script)], check=True)
     subprocess.run(["sh", "-n", str(DEPLOY / "libexec/sunlit-power-access")], check=True)
+
+
+@pytest.mark.req("GND-024")
+def test_ground_unit_keeps_to_paths_apart_from_the_boards():
+    """Found in audit: the ground server ran from /opt/sunlit/venv with its config in /etc/sunlit, the board's paths:
+    on a desk or HIL machine running both, install.sh made /etc/sunlit root:sunlit 0750 (the ground server's user
+    could read its config no more) and uninstall.sh removed the ground's venv with the board's."""
+    ground = unit_settings("sunlit-ground.service")
+    board = ("/opt/sunlit/", "/etc/sunlit/", "/var/lib/sunlit/")
+    named = [word for key in ("ExecStart", "ReadWritePaths", "WorkingDirectory", "Documentation")
+             for line in ground.get(key, []) for word in line.replace("file://", "").split() if "/" in word]
+    assert any(w.startswith("/opt/sunlit-ground/") for w in named) and any(w.startswith("/etc/sunlit-ground/")
+                                                                            for w in named)
+    assert not [w for w in named if w.startswith(board)], named

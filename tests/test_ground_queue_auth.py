@@ -545,7 +545,7 @@ def _lock_as_root_then_as_owner(tmp_path) -> None:
 @pytest.mark.req("GND-021")
 @pytest.mark.skipif(os.geteuid() != 0, reason="only root can give a file to another user")
 def test_root_changing_the_servers_users_file_leaves_it_the_servers(users):
-    """deploy/README: root edits /etc/sunlit/ground-users.toml, which the server's user owns and reads;
+    """deploy/README: root edits /etc/sunlit-ground/ground-users.toml, which the server's user owns and reads;
     the rename once left it root's, and the server could read it no more."""
     os.chown(users.path, 4242, 4243)
     users.set("bob", Role.VIEWER, "bob-pass-1234")
