@@ -796,7 +796,7 @@ def _run_ray(fn: Callable[[Any], Any], jobs: list[Any], workers: int, address: s
     if started_here:
         try:
             if address:
-                ray.init(address=address, log_to_driver=False)
+                _join_ray(ray, address)
             else:
                 # A Ray of this machine only: no dashboard, no usage reporting, the CPUs given.
                 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -835,6 +835,35 @@ def _run_ray(fn: Callable[[Any], Any], jobs: list[Any], workers: int, address: s
     finally:
         if started_here:
             ray.shutdown()
+
+
+RAY_CONNECT_TRIES = "1"
+"""Ray's tries at a cluster's GCS (``RAY_gcs_server_port_wait_time_s``; each about 40 s where nothing answers), where
+the environment does not set them: Ray's own twenty kept ``--address HOST:NOTHING_THERE`` silent for 14 minutes."""
+
+
+def _join_ray(ray: Any, address: str) -> None:
+    """``ray.init(address=...)``; CampaignError naming ``--address`` where there is no cluster to join (found in
+    audit: a port nothing listened on was "internal error: ConnectionError" after 14 minutes, exit 3; a ray://
+    address without ray[client], or an http:// one, "internal error: ValueError")."""
+    wait = "RAY_gcs_server_port_wait_time_s"
+    ours = wait not in os.environ
+    if ours:  # for this connection only: a local head started later in this process waits for its GCS as Ray says
+        os.environ[wait] = RAY_CONNECT_TRIES
+    try:
+        ray.init(address=address, log_to_driver=False)
+    except (ConnectionError, ValueError) as exc:  # no cluster there; a malformed address; ray:// without ray[client]
+        ray.shutdown()
+        hint = ""
+        if "AuthenticationError" in str(exc.__cause__):  # Ray says only "Failed to connect"; the cause is in its text
+            hint = (" (the cluster asks for its token: RAY_AUTH_MODE=token, and the token in ~/.ray/auth_token or "
+                    "RAY_AUTH_TOKEN)")
+        elif isinstance(exc, ConnectionError):
+            hint = " (is a Ray cluster running there? ray start --head prints its address)"
+        raise CampaignError(f"--address {address}: {' '.join(str(exc).split())}{hint}") from None
+    finally:
+        if ours:
+            os.environ.pop(wait, None)
 
 
 # --- the campaign ---------------------------------------------------------------------------------

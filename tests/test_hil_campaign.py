@@ -384,6 +384,28 @@ def test_sigterm_stops_a_ray_campaign_as_ctrl_c_does(pool_run, tmp_path):
 
 
 @pytest.mark.req("HIL-009")
+@pytest.mark.timeout(300)  # Ray's one try at a port nothing answers is about 45 s of its own timeouts
+def test_an_address_with_no_ray_cluster_is_exit_2_naming_it(tmp_path):
+    """Found in audit: --address at a port nothing listens on tried Ray's twenty times (about 40 s each), silent for
+    14 minutes, then "internal error: ConnectionError" (exit 3); an http:// address (the dashboard's) was an internal
+    ValueError at once. Both are bad input naming --address; the port is held, never listened on: refused."""
+    import socket
+
+    file = write(tmp_path / "c.toml", f'scenario = "{SCENARIO}"\ncases = 1\nseed = 1\n[set]\nduration_s = 60\n')
+    with socket.socket() as held:
+        held.bind(("", 0))
+        port = held.getsockname()[1]
+        for address, said in ((f"127.0.0.1:{port}", "is a Ray cluster running there?"),
+                              ("http://127.0.0.1:8265", "Invalid Ray address")):
+            run = campaign(str(file), "--out", str(tmp_path / "out"), "--engine", "ray", "--address", address,
+                           timeout=240)  # one try, not twenty
+            assert run.returncode == 2, run.stdout + run.stderr
+            line = run.stderr.strip().splitlines()[-1]
+            assert line.startswith(f"sunlit-hil campaign: --address {address}: ") and said in line, line
+            assert "internal error" not in run.stderr and "Traceback" not in run.stderr
+
+
+@pytest.mark.req("HIL-009")
 def test_a_campaign_path_that_is_a_folder_is_exit_2_naming_it(tmp_path):
     """Found in audit: IsADirectoryError, an internal error (exit 3)."""
     with pytest.raises(CampaignError, match=f"{tmp_path}: cannot read the campaign file"):

@@ -755,7 +755,7 @@ def test_generate_refuses_a_spacecraft_past_any_flown_naming_the_field(tmp_path,
         SpacecraftParams(solar_constant_w_m2=1e6)
     with pytest.raises(ValueError, match=r"SpacecraftParams\.array_panels: their area_m2 add up to more than"):
         SpacecraftParams(array_pointing="body_fixed", array_panels=[((1, 0, 0), 1e308), ((0, 1, 0), 1e308)])
-    SpacecraftParams(array_area_m2=5000.0, years_in_orbit=100.0)  # the bounds themselves are taken
+    SpacecraftParams(array_area_m2=1e4, years_in_orbit=100.0)  # the bounds themselves are taken
     scenario = types.SimpleNamespace(profile=None, orbit=dict(SHIPPED["sso_550"]), duration_s=60.0, step_s=10.0,
                                      array={"array_area_m2": 1e300})
     with pytest.raises(ProfileError, match=r"^array: SpacecraftParams\.array_area_m2 must be at most"):

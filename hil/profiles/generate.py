@@ -71,6 +71,11 @@ built, and a scenario's run (:data:`hil.scenario.MAX_STEPS`) fits in one (found 
 
 _DEFAULT_NORMAL = (1.0, 0.0, 0.0)
 _DEFAULT_AREA_M2 = 0.2
+# Upper bounds of a spacecraft's figures, past anything flown (found in audit: --array-area-m2 1e300 made a profile
+# of 4e302 W, flown in silence; 1e308 overflowed to inf, refused naming the column solar_power_w, not the option).
+MAX_ARRAY_AREA_M2 = 1.0e4  # the array, all panels (the ISS's eight wings: about 2 500 m²); the agent's model of
+MAX_YEARS_IN_ORBIT = 100.0  # its array (flight/power/array.py) takes a panel, and years, up to these too
+MAX_SOLAR_CONSTANT_W_M2 = 2.0 * SOLAR_CONSTANT_W_M2  # the orbit is the Earth's: 1 361 W/m², ±3.4 % over the year
 
 
 @dataclass(frozen=True)
@@ -111,6 +116,10 @@ class SpacecraftParams:
                 raise ValueError(f"SpacecraftParams.{name} must be a finite number >= 0, got {value!r}")
         if not self.array_efficiency <= 1.0:
             raise ValueError(f"SpacecraftParams.array_efficiency must be <= 1, got {self.array_efficiency}")
+        for name, most in (("array_area_m2", MAX_ARRAY_AREA_M2), ("years_in_orbit", MAX_YEARS_IN_ORBIT),
+                           ("solar_constant_w_m2", MAX_SOLAR_CONSTANT_W_M2)):
+            if not getattr(self, name) <= most:
+                raise ValueError(f"SpacecraftParams.{name} must be at most {most:g}, got {getattr(self, name)!r}")
         if not self.degradation_per_year < 1.0:
             raise ValueError(
                 "SpacecraftParams.degradation_per_year is a fraction per year (0.01 = 1 %/yr), "
@@ -127,6 +136,9 @@ class SpacecraftParams:
                              f"got {self.array_panels!r}")
         panels = tuple(_panel(p, i) for i, p in enumerate(self.array_panels))
         object.__setattr__(self, "array_panels", panels)
+        if not sum(area for _, area in panels) <= MAX_ARRAY_AREA_M2:  # each panel's finite, their sum may not be
+            raise ValueError(f"SpacecraftParams.array_panels: their area_m2 add up to more than {MAX_ARRAY_AREA_M2:g}, "
+                             f"got {sum(area for _, area in panels):g}")
         single = ((normal, float(self.array_area_m2)),)
         if panels and panels != single and (normal != _DEFAULT_NORMAL or self.array_area_m2 != _DEFAULT_AREA_M2):
             raise ValueError("SpacecraftParams.array_panels: give the panels or the one-panel array_normal_orbit_frame "
@@ -304,8 +316,14 @@ def generate_profile(
                          f"{MAX_STEPS:,} (a longer step_s, or a shorter duration_s)")
     if len({s.name for s in stations}) != len(stations):
         raise ValueError(f"station names must be unique, got {[s.name for s in stations]}")
+    steps = duration_s / step_s
+    if abs(steps - round(steps)) > 1e-9 * steps:  # as a scenario's duration_s (found in audit: sunlit-hil generate
+        # --duration-s 105 --step-s 10 wrote a profile of 100 s, and said nothing of the 5 s it left out)
+        below, above = math.floor(steps) * step_s, math.ceil(steps) * step_s
+        raise ValueError(f"duration_s {duration_s:g} s is not a whole number of steps of step_s = {step_s:g} s "
+                         f"(make it {below:g} or {above:g})")
     orbit, tle = _tle_orbit(orbit)
-    n = int(math.floor(duration_s / step_s + 1e-9)) + 1
+    n = round(steps) + 1
     t = float(start_unix_s) + step_s * np.arange(n, dtype=float)
 
     r_km, v_km_s = orbit.propagate(t)
@@ -614,7 +632,10 @@ def load_or_generate(scenario: Any) -> Profile:
         raise ProfileError("the scenario gives neither a profile file nor an [orbit] to generate one from")
     orbit, start, description = orbit_from_description(dict(spec))
     array = getattr(scenario, "array", None)
-    spacecraft = SpacecraftParams(**array) if array else SpacecraftParams()
+    try:
+        spacecraft = SpacecraftParams(**array) if array else SpacecraftParams()
+    except (TypeError, ValueError) as exc:  # a bound the scenario does not check (an area past MAX_ARRAY_AREA_M2)
+        raise ProfileError(f"array: {exc}") from None
     return generate_profile(orbit, start, duration_s, float(scenario.step_s), spacecraft, orbit_description=description)
 
 
