@@ -373,15 +373,18 @@ class Procedure:
             raise ProcedureFailed(f"no value of {name} received yet")
         return self.client.latest[name][0]
 
-    def wait_for_telemetry(self, name: str, predicate: Callable[[Any], bool], timeout_s: float = 10.0) -> Any:
+    def wait_for_telemetry(self, name: str, predicate: Callable[[Any], bool], timeout_s: float | None = None) -> Any:
         """The first value of ``name`` that arrived live since the last command sent (the latest such one
-        included) satisfying ``predicate``."""
+        included) satisfying ``predicate``. ``timeout_s`` unless given: :meth:`fresh_s` (found in audit: a fixed
+        10 s failed the health check on a board sending housekeeping every 15 s, as "dict_hash not == ...")."""
         self._channel(name)
         self._condition(name, predicate)
-        timeout_s = _timeout(timeout_s)
+        timeout_s = _timeout(self.fresh_s() if timeout_s is None else timeout_s)
         self.client.poll(0)
         current = self._fresh.get(name)
         if current is not None and current[1] > self._mark and predicate(current[0]):
+            # logged as a value waited for is (found in audit: a passed health check's log named none of these)
+            self._say(f"  {name} = {current[0]!r} ({_describe(predicate)})")
             return current[0]
         try:
             item = self._wait_for(
@@ -389,7 +392,15 @@ class Procedure:
                            and predicate(i.record.values[name])), timeout_s)
         except TimeoutError:
             last = self.client.latest.get(name, ("never received",))[0]
-            raise ProcedureFailed(f"{name} not {_describe(predicate)} within {timeout_s} s (last: {last!r})") from None
+            if name in self._fresh and self._fresh[name][1] > self._mark:
+                # with its age (found in audit: a link lost mid-step read "admission not == 'ALL' ... (last: 'NONE')",
+                # the power manager blamed for what was a silent link)
+                age = f", made {self._age(name):.1f} s ago" if name in self._made else ""
+                seen = f"(last: {last!r}{age})"
+            else:  # found in audit: "dict_hash not == 'cb9c...' within 10.0 s (last: 'cb9c...')", where none had come
+                seen = (f"(none came since the last command; the last before it: {last!r}): the link may be lost, or "
+                        "housekeeping comes less often than that (give timeout_s)")
+            raise ProcedureFailed(f"{name} not {_describe(predicate)} within {timeout_s} s {seen}") from None
         value = item.record.values[name]
         self._say(f"  {name} = {value!r} ({_describe(predicate)})")
         return value
@@ -433,27 +444,37 @@ class Procedure:
                 f"housekeeping comes less often than that (give max_age_s)")
 
     def assert_event(self, name: str, predicate: Callable[[EventRecord], bool] | None = None,
-                     timeout_s: float = 5.0, since_s: float | None = None) -> EventRecord:
+                     timeout_s: float = 5.0, since_s: float | None = None, unless: tuple[str, ...] = ()) -> EventRecord:
         """An event ``name`` that arrived live since the last command sent (and, with ``since_s``, of packet
-        time at or after it) satisfying ``predicate``."""
-        if name not in self.client.dictionary.event_by_name:
-            raise ProcedureFailed(f"no event {name} in the dictionary")
+        time at or after it) satisfying ``predicate``. ``unless``: events that, satisfying the same, fail it at once
+        with their text (a job's JOB_FAILED and JOB_CANCELLED, for its JOB_DONE: found in audit, a training job
+        cancelled at once was waited for 120 s, then said as "no event JOB_DONE")."""
+        unless = (unless,) if isinstance(unless, str) else tuple(unless)
+        for each in (name, *unless):
+            if each not in self.client.dictionary.event_by_name:
+                raise ProcedureFailed(f"no event {each} in the dictionary")
         if predicate is not None:
             self._condition(name, predicate, event=True)
         timeout_s = _timeout(timeout_s)
-        ok = lambda rec: (rec.event.name == name and (since_s is None or rec.time_s >= since_s)  # noqa: E731
-                          and (predicate is None or predicate(rec)))
+        ok = lambda rec: (rec.event.name in (name, *unless)  # noqa: E731
+                          and (since_s is None or rec.time_s >= since_s) and (predicate is None or predicate(rec)))
         self.client.poll(0)
         for arrival, rec in self._events:
             if arrival > self._mark and ok(rec):
-                return rec
+                return self._event_is(name, rec)
         try:
             item = self._wait_for(lambda i: self._counts(i) and isinstance(i.record, EventRecord)
                                   and ok(i.record), timeout_s)
         except TimeoutError:
             raise ProcedureFailed(f"no event {name} within {timeout_s} s") from None
-        self._say(f"  event {name}: {item.record.text}")
-        return item.record
+        self._say(f"  event {item.record.event.name}: {item.record.text}")
+        return self._event_is(name, item.record)
+
+    @staticmethod
+    def _event_is(name: str, rec: EventRecord) -> EventRecord:
+        if rec.event.name != name:
+            raise ProcedureFailed(f"{rec.event.name}, not {name}: {rec.text}")
+        return rec
 
     def interrupted(self, why: str) -> ProcedureInterrupted:
         """What an interruption leaves: the step it was in and the commands sent (the last one's outcome

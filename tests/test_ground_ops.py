@@ -22,6 +22,10 @@ from flight.link.messages import HkRecord
 from tests.console import end
 
 ROOT = Path(__file__).resolve().parent.parent
+# The health check's limit on the control tick's lateness, on a machine shared by test workers: it is no real-time
+# board (seen in CI: 176 ms at p99 under eight workers on two cores, against the 50 ms a board is held to). A minute
+# late is still a hung loop. The tests that run the health check are about what procedures count and say.
+SHARED_MACHINE_LATE_MS = "60000"
 
 
 @pytest.mark.req("GND-002")
@@ -297,7 +301,8 @@ def test_a_console_reading_a_pipe_sends_no_hazardous_command_and_takes_the_next_
 
 
 @pytest.mark.req("GND-005")
-def test_procedures_pass_and_fail_with_clear_steps(start_agent, make_client, ipc_url, tmp_path):
+def test_procedures_pass_and_fail_with_clear_steps(start_agent, make_client, ipc_url, tmp_path, monkeypatch):
+    monkeypatch.setenv("SUNLIT_HEALTH_LATE_P99_MS", SHARED_MACHINE_LATE_MS)
     start_agent(ipc_url)
     client = make_client(ipc_url)
     log: list[str] = []
@@ -427,13 +432,15 @@ def test_a_value_given_for_a_condition_and_a_run_that_returns_false_fail_the_pro
 
 @pytest.mark.req("GND-005")
 def test_a_procedure_counts_what_was_made_after_its_command_however_it_came(start_agent, make_client, ipc_url,
-                                                                              tmp_path):
+                                                                              tmp_path, monkeypatch):
     """Found in review: refusing every played-back packet failed waits on packets made after the command and
     played back (a resend after a loss, housekeeping thinned by hk_live_every); a copy of a packet the ground
     already had slipped past the wait's filter; bad arguments were asked for and counted as sent; each run of
-    a procedure left a listener on the client."""
+    a procedure left a listener on the client. (Found in CI: the health check it runs failed on the machine's
+    load, its control tick 176 ms late: the limit is the shared machine's.)"""
     from ground.client import Received
 
+    monkeypatch.setenv("SUNLIT_HEALTH_LATE_P99_MS", SHARED_MACHINE_LATE_MS)
     start_agent(ipc_url)
     client = make_client(ipc_url)
     proc = Procedure(client, lambda text: None)
@@ -464,6 +471,92 @@ def test_a_procedure_counts_what_was_made_after_its_command_however_it_came(star
     for _ in range(3):
         assert run_procedure_file(ROOT / "ground" / "procedures" / "health_check.py", client, lambda text: None)
     assert len(client.listeners) == listeners - 1, "each run takes its listener with it"
+
+
+@pytest.mark.req("GND-005")
+def test_the_health_check_waits_for_a_board_with_slow_housekeeping(start_agent, make_client, ipc_url, monkeypatch):
+    """Found in audit: each telemetry wait of the health check gave up after a fixed 10 s, so a board told to send
+    housekeeping every 13 s failed it as "dict_hash not == 'cb9c...' within 10.0 s (last: 'cb9c...')": its
+    dictionary blamed, the value named the one expected. A wait unless told is ten housekeeping periods as the agent
+    reports them (Procedure.fresh_s); one that ends with nothing come since the command says so."""
+    monkeypatch.setenv("SUNLIT_HEALTH_LATE_P99_MS", SHARED_MACHINE_LATE_MS)
+    start_agent(ipc_url)
+    client = make_client(ipc_url)
+    assert client.send("SET_PARAM", {"name": "hk_period_s", "value": "13"}).outcome == "completed"
+    for _ in range(60):  # the agent reports its parameters at the change: the ground knows the period
+        if client.parameters.get("hk_period_s") == 13.0:
+            break
+        client.poll(0.5)
+    assert client.parameters.get("hk_period_s") == 13.0
+    client.wait_for(lambda i: isinstance(i.record, HkRecord) and not i.played_back, 30)  # the next is 13 s away
+    log: list[str] = []
+    assert run_procedure_file(ROOT / "ground" / "procedures" / "health_check.py", client, log.append), "\n".join(log)
+    assert any(line.endswith("]   tm_dropped = 0 (== 0)") for line in log), "each value checked is logged"
+    proc = Procedure(client, log.append)
+    proc.send_and_wait("NOOP")
+    with pytest.raises(ProcedureFailed, match=r"^mode not == 'SAFE' within 0.5 s \(none came since the last "
+                                              r"command; the last before it: 'SAFE'\): the link may be lost"):
+        proc.wait_for_telemetry("mode", equals("SAFE"), timeout_s=0.5)
+
+
+@pytest.mark.req("GND-005")
+def test_a_wait_that_ends_after_the_link_went_silent_says_how_old_its_last_value_is(start_agent, make_client,
+                                                                                   ipc_url):
+    """Found in audit: the agent lost mid-step on a direct link (nothing tells the ground), a training campaign
+    failed as "admission not == 'ALL' within 30.0 s (last: 'NONE')", the power manager blamed. The last value is
+    said with its age. The procedure's clock is moved on by hand (no timed assertion)."""
+    agent = start_agent(ipc_url)
+    client = make_client(ipc_url)
+    ahead = [0.0]
+    proc = Procedure(client, lambda text: None, clock=lambda: time.monotonic() + ahead[0])
+    assert proc.wait_for_telemetry("mode", equals("SAFE")) == "SAFE"
+    agent.stop()
+    client.poll(0.5)  # what was on its way
+    ahead[0] = 600.0
+    with pytest.raises(ProcedureFailed, match=r"^mode not == 'IDLE' within 0.5 s \(last: 'SAFE', made 6\d\d\.\d s "
+                                              r"ago\)$"):
+        proc.wait_for_telemetry("mode", equals("IDLE"), timeout_s=0.5)
+
+
+@pytest.mark.req("GND-005")
+def test_a_job_that_ends_without_its_done_fails_the_wait_at_once(start_agent, make_client, ipc_url):
+    """Found in audit: a training job cancelled (by another operator, the power manager) as the campaign waited for
+    its JOB_DONE was waited for the whole 120 s, then said as "no event JOB_DONE within 120.0 s". The procedures
+    wait for JOB_DONE unless JOB_FAILED or JOB_CANCELLED of the same job comes: it fails at once with its text."""
+    start_agent(ipc_url, "--bench-supply")
+    client = make_client(ipc_url)
+    other = make_client(ipc_url)  # the other operator
+    proc = Procedure(client, lambda text: None)
+    proc.send_and_wait("SET_MODE", {"mode": "IDLE"})
+    proc.send_and_wait("SET_MODE", {"mode": "COMPUTE"})
+    proc.wait_for_telemetry("admission", equals("ALL"), timeout_s=60)
+    proc.wait_for_telemetry("compute_state", equals("RUNNING"), timeout_s=60)
+    job_id = proc.send_and_wait("TRAIN_START", {"dataset": "cloud_tiles_test", "steps": 100000}).result["job_id"]
+    assert other.send("JOB_CANCEL", {"job_id": job_id}).outcome == "completed"
+    with pytest.raises(ProcedureFailed, match=rf"^JOB_CANCELLED, not JOB_DONE: Job {job_id} cancelled: "):
+        proc.assert_event("JOB_DONE", lambda e: e.args["job_id"] == job_id, timeout_s=600,
+                          unless=("JOB_FAILED", "JOB_CANCELLED"))
+    with pytest.raises(ProcedureFailed, match="^no event JOB_NOPE in the dictionary$"):
+        proc.assert_event("JOB_DONE", unless="JOB_NOPE")
+
+
+@pytest.mark.req("GND-005")
+def test_the_health_checks_lateness_limit_is_checked_as_it_loads(monkeypatch):
+    """The limit on the control tick's lateness is the operator's to give (a bench PC is no real-time board): a bad
+    one is refused naming the variable, before anything is sent."""
+    from ground.procedure import ProcedureUnreadable, load_procedure
+
+    path = ROOT / "ground" / "procedures" / "health_check.py"
+    for text in ("abc", "0", "-5", "nan", "inf"):
+        monkeypatch.setenv("SUNLIT_HEALTH_LATE_P99_MS", text)
+        with pytest.raises(ProcedureUnreadable, match=f"health_check.py:\\d+: ValueError: SUNLIT_HEALTH_LATE_P99_MS="
+                                                      f"'{text}' is not a number of ms above 0$"):
+            load_procedure(path)
+    monkeypatch.setenv("SUNLIT_HEALTH_LATE_P99_MS", "250")
+    assert load_procedure(path).LATE_P99_MS == 250.0
+    monkeypatch.delenv("SUNLIT_HEALTH_LATE_P99_MS")
+    limit = DICTIONARY.channel_by_name["control_late_p99_ms"].limits.warn_high
+    assert load_procedure(path).LATE_P99_MS == limit, "unless told, the dictionary's warning limit"
 
 
 @pytest.mark.req("GND-005")

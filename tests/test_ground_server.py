@@ -756,8 +756,12 @@ def test_cli_tm_follow_stamps_each_packet_and_says_when_values_go_stale(ground, 
 
 
 @pytest.mark.req("GND-020", "GND-005")
-def test_the_console_and_procedures_work_through_the_server(ground):
+def test_the_console_and_procedures_work_through_the_server(ground, monkeypatch):
     import io
+
+    # The health check's lateness limit is a real-time board's; this test is about the path through the server
+    # (found in CI: eight workers on two cores made the control tick 53 ms late at its 99th percentile)
+    monkeypatch.setenv("SUNLIT_HEALTH_LATE_P99_MS", "60000")
 
     from ground.console import Console
     from ground.procedure import run_procedure_file

@@ -29,6 +29,7 @@ def run(proc):
             proc.send_and_wait("SET_MODE", {"mode": "COMPUTE"})
         job = proc.send_and_wait("INFER_START", {"input_set": "cloud_tiles_test", "model": MODEL_NAME, "priority": 0})
         job_id = job.result["job_id"]
-        done = proc.assert_event("JOB_DONE", lambda e: e.args["job_id"] == job_id, timeout_s=60)
+        done = proc.assert_event("JOB_DONE", lambda e: e.args["job_id"] == job_id, timeout_s=60,
+                                unless=("JOB_FAILED", "JOB_CANCELLED"))
         if "800 tiles" not in done.args["summary"]:
             raise AssertionError(f"unexpected result: {done.args['summary']}")
