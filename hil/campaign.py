@@ -1,7 +1,7 @@
 """Campaigns: many scenarios from one, as parameter sweeps and Monte Carlo dispersions with seeds.
 
     sunlit-hil campaign hil/campaigns/sso_battery_sweep.toml --out runs/sweep [--workers N]
-    sunlit-hil campaign FILE --out DIR --engine ray [--address ray://head:10001]
+    sunlit-hil campaign FILE --out DIR --engine ray [--address head:6379]
 
 A campaign file (TOML) names a base scenario and says how each case differs from it::
 
@@ -1301,8 +1301,8 @@ def add_campaign_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=None, metavar="N",
                    help="cases at once (default: this machine's CPUs); with --engine ray and no --address, "
                         "the CPUs the local Ray gets")
-    p.add_argument("--address", metavar="ADDR", help="a running Ray cluster (ray://host:10001 or host:6379); "
-                                                     "without it a Ray of this machine only is started")
+    p.add_argument("--address", metavar="ADDR", help="a running Ray cluster (host:6379; ray://host:10001 needs "
+                                                     "ray[client]); without it a Ray of this machine only is started")
     p.set_defaults(func=main_campaign)
     return p
 
