@@ -418,6 +418,86 @@ def test_finished_jobs_are_pruned_and_leftovers_cleaned_by_the_worker(tmp_path):
     assert [j["job_id"] for j in kept if j["state"] == "QUEUED"] == [999]  # unfinished jobs are never pruned
 
 
+@pytest.mark.system  # worker processes
+@pytest.mark.req("CMP-003", "CMP-012")
+def test_a_job_queued_by_a_worker_that_died_before_its_answer_came_completes_its_start_and_runs_once(tmp_path):
+    """Found in audit: a worker that queued a job (jobs.json written) and died before its answer reached the agent
+    had INFER_START failed, "send the command again", while the next worker ran the job from jobs.json: sent
+    again, the same screening ran twice. The agent sends the start again to the next worker, which has the job
+    already: the command completes, the job runs once. A start of another job under its id is still refused."""
+    from dataclasses import replace
+
+    import zmq
+
+    from flight.agent.compute import ComputeState, ComputeSupervisor
+    from flight.compute import protocol as cp
+    from flight.compute.worker import Worker
+    from flight.link.definitions import DICTIONARY, Admission, JobKind
+    from tests.model_helpers import FixedClock, NoFaults
+
+    said = []
+    root = tmp_path / "compute"
+    sup = ComputeSupervisor(root, True, lambda event, **args: said.append((event, args.get("job_id"))), NoFaults(),
+                            FixedClock(), {**DICTIONARY.parameter_defaults, "compute_watchdog_s": 30.0}, lambda: 1,
+                            lambda where, exc: None)
+
+    def until(done, what: str) -> None:
+        deadline = time.monotonic() + 60.0  # a bound on the wait, never an assertion on its time
+        while not done():
+            assert time.monotonic() < deadline, f"not {what} in 60 s"
+            sup.receive()  # a turn of the agent's loop
+            time.sleep(0.002)
+
+    try:
+        sup.start()
+        until(lambda: sup.state is ComputeState.RUNNING, "started")
+        first = sup.proc
+        started = sup._new_job({"model": "cloud_screen", "priority": 1, "continuous": False},  # noqa: SLF001
+                               JobKind.INFERENCE, "cloud_tiles_test")
+        deadline = time.monotonic() + 60.0
+        while not any(j["job_id"] == 1 for j in _jobs_on_disk(root)):  # queued; its answer not read
+            assert time.monotonic() < deadline and first.poll() is None
+            time.sleep(0.002)
+        first.kill()
+        first.wait()
+        sup._watchdog()  # noqa: SLF001 - the control tick finds it dead and starts another
+        assert started.outcome is None  # not failed: sent again to the next worker
+        until(lambda: sup.state is ComputeState.RUNNING and sup.proc is not first, "started again")
+        sup.admit(Admission.ALL, 2, 3, None, "test")
+        until(lambda: started.settled, "answered")
+        assert started.outcome[0] and started.outcome[1]["job_id"] == 1
+        until(lambda: ("JOB_DONE", 1) in said, "done")
+    finally:
+        sup.close()
+    assert said.count(("JOB_QUEUED", 1)) <= 1 and said.count(("JOB_DONE", 1)) == 1  # (the first may die unsaid)
+    assert [j["job_id"] for j in _jobs_on_disk(root)] == [1]
+    assert len(list((root / "products").glob("job00001-*.npz"))) == 1
+
+    agent = zmq.Context.instance().socket(zmq.ROUTER)  # the worker's rule on its own, its answers read here
+    agent.linger = 0
+    agent.bind(f"ipc://{tmp_path}/agent.sock")
+    worker = Worker(f"ipc://{tmp_path}/agent.sock", root)
+    try:
+        spec = cp.JobSpec(1, JobKind.INFERENCE, "cloud_tiles_test", priority=1)
+        worker._start_job(cp.StartJob(7, spec))  # noqa: SLF001 - the same start once more: as queued, nothing new
+        worker._start_job(cp.StartJob(8, replace(spec, name="other")))  # noqa: SLF001 - another under its id
+        replies = []
+        while len(replies) < 2 and agent.poll(10_000):
+            replies += [m for m in [cp.decode(agent.recv_multipart()[-1])] if isinstance(m, cp.Reply)]
+    finally:
+        worker._sock.close(0)
+        agent.close(0)
+    assert [(r.req_id, r.ok) for r in replies] == [(7, True), (8, False)] and "exists already" in replies[1].reason
+    assert [j["job_id"] for j in _jobs_on_disk(root)] == [1]
+
+
+def _jobs_on_disk(root: Path) -> list[dict]:
+    try:
+        return read_checked_json(root / "jobs.json")
+    except (FileNotFoundError, CorruptFile):  # not written yet
+        return []
+
+
 @pytest.mark.req("FIL-007")
 def test_the_worker_says_the_files_its_jobs_still_to_run_need(tmp_path):
     """A training job's checkpoint and the data set a job reads, named as FILE_DELETE names them, while the job

@@ -12,6 +12,7 @@ import json
 import time
 
 import numpy as np
+import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
@@ -1181,3 +1182,56 @@ def test_the_scrub_age_the_agent_reports_ages_while_the_worker_is_silent(tmp_pat
     finally:
         monkeypatch.undo()
         sup.close()
+
+
+def _on_a_recycled_id(bench, name: str, data: bytes, now_s: float):
+    """The session of ``name`` dropped, its scrubber freed, and a new scrubber of ``data`` (as a session built
+    again has) made where the allocator put the old one: the same id(), as a rebuild often gets."""
+    (key, old), = bench.worker._sessions.items()  # noqa: SLF001
+    old_id = id(old.scrubber)
+    template = old._replace(scrubber=None, owned=None)  # owned keeps the scrubber too
+    tensors = {i.name: numpy_helper.to_array(i) for i in onnx.load_from_string(data).graph.initializer}
+    bench.worker._sessions = {}  # noqa: SLF001 - dropped, as after weights nothing settles or failing again
+    del old
+    made = []  # those not on the old address kept alive, so that the next one may be
+    while len(made) < 100_000 and (not made or id(made[-1]) != old_id):
+        made.append(WeightScrubber.__new__(WeightScrubber))
+    assert id(made[-1]) == old_id
+    scrubber = made.pop()
+    scrubber.__init__(tensors, now_s)
+    new = template._replace(scrubber=scrubber)
+    bench.worker._sessions = {key: new}  # noqa: SLF001
+    return new
+
+
+@pytest.mark.req("RAD-102")
+def test_a_session_built_again_is_scrubbed_after_a_failed_check_whatever_id_its_scrubber_gets(bench):
+    """Found in audit: the time of the last full scrub was kept per id() of the scrubber; a session built
+    again after a drop often gets the dropped scrubber's id, and the full scrub after its first failed check
+    (within RESCRUB_MIN_S of the old one's) did not run, though _scrub_now said it had: the batch ran
+    again on the weights it was meant to repair (3 times in 100 rebuilds)."""
+    install(bench, "checked", checked_model())
+    admit(bench, abft_checks=True)
+    assert bench.worker._scrub_now(bench.worker._session("checked"))  # noqa: SLF001 - a failed check: a full scrub
+    new = _on_a_recycled_id(bench, "checked", checked_model(), bench.worker.clock_s())
+    flip(new.scrubber.owned_bytes("scale"), 3, 2)  # the new session's weights hit; its check fails
+    assert bench.worker._scrub_now(new)  # noqa: SLF001
+    assert new.scrubber.verify() and [e.args["tensor"] for e in bench.events("WEIGHTS_REPAIRED")] == ["scale"]
+
+
+@pytest.mark.req("RAD-102")
+def test_a_scrubber_on_the_id_of_one_said_behind_is_said_behind_too(bench):
+    """Found in audit: the scrubbers said behind were kept by id(); a new one on a recycled id, behind at its
+    first tick (made before a long open), was taken as said already: no SCRUB_BEHIND."""
+    bench.worker.install_shipped_models()
+    admit(bench, cp.Radiation(FluxClass.SAA, True, -29.75, 5700.0))
+    bench.worker._session("cloud_screen")  # noqa: SLF001
+    bench.worker.scrub_step_bytes = 1  # one chunk a tick: a pass takes far over 30 s
+    for t in range(0, 600, 10):
+        bench.worker.scrub_tick(float(t))
+    assert len(bench.events("SCRUB_BEHIND")) == 1
+    new = _on_a_recycled_id(bench, "cloud_screen", SHIPPED, 560.0)
+    bench.worker.scrub_tick(600.0)  # 40 s since the new one's checks: behind
+    assert new.scrubber.stats(600.0).behind
+    first, said = bench.events("SCRUB_BEHIND")
+    assert said.args["name"] == "cloud_screen" and said.args["age_s"] == 40.0

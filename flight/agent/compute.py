@@ -190,6 +190,10 @@ class ComputeSupervisor(Component):
         self._requests: dict[int, tuple[float, Deferred, Callable[[cp.Reply], dict[str, Any]]]] = {}
         self._timeouts_s: dict[int, float] = {}  # each request's time allowed, for its failure's words
         self._held: list[Any] = []  # requests for a worker not yet connected
+        # The job starts sent and not answered: sent again to the next worker where theirs died first (found in
+        # audit: a worker that queued a job and died before its answer reached the agent had the command failed,
+        # "send the command again", while the next worker ran the job from jobs.json: sent again, it ran twice)
+        self._starts: dict[int, cp.StartJob] = {}
         self._sock: zmq.Socket | None = None
         self._lock: DirectoryLock | None = None
         # The workers' stdout and stderr, one pipe for all of them, read by the loop: the agent alone writes their
@@ -593,7 +597,9 @@ class ComputeSupervisor(Component):
             # The dead worker's figures (scrub age, protection, counts) are not the new one's: none until it says.
             self.status, self._have_status = cp.Status(), False
             for req_id, (_deadline, deferred, _) in list(self._requests.items()):
-                if req_id not in {r.req_id for r in self._held}:
+                if req_id in self._starts and req_id not in {r.req_id for r in self._held}:
+                    self._held.append(self._starts[req_id])  # the next worker queues it, or has it already
+                elif req_id not in {r.req_id for r in self._held}:
                     del self._requests[req_id]
                     deferred.fail("the compute worker was restarted before it answered; send the command again")
             if starting:
@@ -659,6 +665,7 @@ class ComputeSupervisor(Component):
                               f"{self._timeouts_s.get(req_id, REQUEST_TIMEOUT_S):.0f} s (worker {self.state.value})",
                               FailureCode.BUSY)
         self._timeouts_s = {k: v for k, v in self._timeouts_s.items() if k in self._requests}
+        self._starts = {k: v for k, v in self._starts.items() if k in self._requests}
 
     def file_in_use(self, name: str) -> str | None:
         """Whose ``name`` (a file-area name: ``checkpoints/job00003.ck``) is, where a job still to run needs it,
@@ -701,7 +708,10 @@ class ComputeSupervisor(Component):
             return {"job_id": job_id, "kind": kind.value, "queued": reply.result.get("queued"),
                     "runs_now": not waits, **({"waits_for": waits[:200]} if waits else {})}
 
-        return self._request(cp.StartJob(next(self._req_ids), job), queued)
+        start = cp.StartJob(next(self._req_ids), job)
+        deferred = self._request(start, queued)
+        self._starts[start.req_id] = start
+        return deferred
 
     def _waits(self, kind: JobKind) -> str:
         """Why a job of ``kind`` would not run now, with what to do; "" if it runs."""

@@ -65,6 +65,7 @@ import signal
 import sys
 import threading
 import time
+import weakref
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
@@ -566,10 +567,15 @@ class Worker:
         self._watched_repairs: dict[str, int] = {}  # per model name: repairs of a tensor no check covers, so far
         self._run_repairs: dict[str, int] = {}  # per model name: _watched_repairs as its last run began
         self._drops = 0  # sessions dropped for weights nothing could repair
-        self._last_full_scrub: dict[int, float] = {}  # id(scrubber) -> when scrub_all last ran
+        # scrubber -> when scrub_all last ran; weak: an entry goes with its scrubber (found in audit: keyed by
+        # id(), a session built again after a drop often got the dropped scrubber's id, and its first full
+        # scrub after a failed check, within RESCRUB_MIN_S, did not run)
+        self._last_full_scrub: weakref.WeakKeyDictionary[WeightScrubber, float] = weakref.WeakKeyDictionary()
         self.scrub_step_bytes = STEP_BYTES  # owned bytes a scrub step checks at most (tests make it small)
         self._period_since: tuple[float, float] | None = None  # (scrub period, since when it has been in force)
-        self._behind: set[int] = set()  # id(scrubber) of those said behind (SCRUB_BEHIND) and not caught up since
+        # those said behind (SCRUB_BEHIND) and not caught up since; weak, as _last_full_scrub (a new scrubber
+        # on a recycled id was taken as said already)
+        self._behind: weakref.WeakSet[WeightScrubber] = weakref.WeakSet()
         self._cursor: dict[int, int] = {}
         self._inputs: dict[int, np.ndarray] = {}
         self._stop = False
@@ -995,6 +1001,12 @@ class Worker:
     def _start_job(self, msg: cp.StartJob) -> None:
         spec = msg.job
         active = sum(j.state in ACTIVE for j in self.jobs.values())
+        known = self.jobs.get(spec.job_id)
+        if known is not None and known.spec == spec:
+            # The agent's start sent again: the worker it went to queued it and died before its answer reached
+            # the agent. It is the same command, queued once: answered as queued (ids are never reused)
+            self._reply(msg.req_id, True, queued=active)
+            return
         if active >= MAX_ACTIVE_JOBS:
             self._reply(msg.req_id, False, f"the job queue is full ({active} jobs not finished, at most "
                         f"{MAX_ACTIVE_JOBS}); cancel one or wait", FailureCode.BUSY)
@@ -1556,12 +1568,12 @@ class Worker:
         for name, scrubber in self._scrubbers():
             scrubber.period_s = period
             self._scrub(name, scrubber, lambda sc: sc.step(now_s, self.scrub_step_bytes))
-            live.add(id(scrubber))
+            live.add(scrubber)
             age_s = scrubber.age_s(now_s)
             if age_s <= BEHIND_FACTOR * period:  # ScrubStats.behind, without making the whole record
-                self._behind.discard(id(scrubber))
-            elif settled and id(scrubber) not in self._behind:
-                self._behind.add(id(scrubber))
+                self._behind.discard(scrubber)
+            elif settled and scrubber not in self._behind:
+                self._behind.add(scrubber)
                 self.event("SCRUB_BEHIND", name=name, age_s=round(age_s, 1), period_s=period,
                            bytes=scrubber.bytes_total)
         if self._behind:
@@ -1576,11 +1588,9 @@ class Worker:
         if scrubber is None:
             return False
         now = time.monotonic()  # how often: the CPU's time
-        if now - self._last_full_scrub.get(id(scrubber), -math.inf) < RESCRUB_MIN_S:
+        if now - self._last_full_scrub.get(scrubber, -math.inf) < RESCRUB_MIN_S:
             return True
-        live = {id(sc) for _name, sc in self._scrubbers()}
-        self._last_full_scrub = {k: v for k, v in self._last_full_scrub.items() if k in live}
-        self._last_full_scrub[id(scrubber)] = now
+        self._last_full_scrub[scrubber] = now
         at = self.clock_s()
         self._scrub(model.name, scrubber, lambda sc: sc.scrub_all(at))
         return True
