@@ -15,6 +15,7 @@ from flight.agent.modes import (
 )
 from flight.hal.base import EpsReading
 from flight.link.definitions import DICTIONARY, Admission, Mode
+from flight.link.dictionary import FailureCode
 from tests.inproc import InProcessAgent
 
 CLEAR = Conditions(battery_soc_pct=80.0, battery_floor_pct=30.0, temp_max_c=50.0, thermal_soft_limit_c=85.0,
@@ -366,6 +367,10 @@ def test_a_set_mode_its_own_tick_sends_back_to_safe_is_failed_not_completed(tmp_
         assert ("hard thermal limit" if what == "heat" else "battery 10.0 %") in answer.failure.reason
         assert [(e.args["old"], e.args["new"]) for e in rig.events("MODE_CHANGED")][-2:] == [("SAFE", "IDLE"),
                                                                                             ("IDLE", "SAFE")]
+        # It ran, and did not get there: not a refusal; and the return it leaves is said (found in review)
+        assert answer.failure.code is FailureCode.EXECUTION_ERROR
+        assert rig.agent.modes.pending is not None and rig.agent.modes.pending.target is Mode.IDLE
+        assert answer.failure.reason.endswith("; it returns to IDLE on its own once that clears (a SET_MODE ends that)")
     finally:
         rig.close()
 

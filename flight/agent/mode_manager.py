@@ -229,8 +229,12 @@ class ModeManager(Component):
             apply()
         if self._mode is not target:  # found in audit: the tick that applies it fell to SAFE (a reading since the
             # guard's: heat, the battery) and SET_MODE said completed, {"new": "SAFE"} in its result only
+            # Said as it stands: the mode was changed twice, and a recoverable cause leaves a return to the mode
+            # asked for, which this command does not take away (found in review)
+            then = (f"; it returns to {self.pending.target.value} on its own once that clears (a SET_MODE ends that)"
+                    if self.pending is not None else "")
             raise CommandFailed(f"{old.value} → {target.value} taken, then SAFE at once: "
-                                f"{self._safe_reason or 'fell back'}", FailureCode.NOT_ALLOWED_IN_MODE)
+                                f"{self._safe_reason or 'fell back'}{then}", FailureCode.EXECUTION_ERROR)
         return {"old": old.value, "new": self._mode.value}
 
 
