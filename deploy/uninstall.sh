@@ -170,7 +170,7 @@ for p in "$(T /var/lib/nvpmodel)" "$(T /var/lib/nvpmodel/status)"; do
     # Not a link the service's group put there: chgrp and chmod would change what it points at (found in audit).
     if [ -e "$p" ] && [ ! -L "$p" ] && [ "$(stat -c %G "$p")" = "$SVC_GROUP" ] && [ -n "$(find "$p" -maxdepth 0 -perm -g+w)" ]; then
         # shellcheck disable=SC2016  # $1 is for the inner sh
-        act "give $p back to root (no group write)" sh -c 'chgrp root "$1" && chmod g-w "$1"' sh "$p"
+        act "give $p back to root (no group write)" sh -c 'chgrp -h root "$1" && chmod g-w "$1"' sh "$p"
     fi
 done
 

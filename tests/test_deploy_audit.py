@@ -6,6 +6,7 @@ from __future__ import annotations
 import grp
 import os
 import resource
+import shutil
 import socket
 import stat
 import subprocess
@@ -103,6 +104,35 @@ def test_a_link_put_in_nvpmodels_directory_is_neither_granted_nor_given_back(tmp
                          text=True, timeout=60, check=True).stdout
     assert f"give {root}/var/lib/nvpmodel back to root" in out and "status back to root" not in out
     assert mode(secret) == 0o660 and mode(root / "var/lib/nvpmodel") == 0o755
+
+
+@pytest.mark.req("DEP-007")
+def test_nvpmodels_own_files_are_granted_through_a_descriptor_never_by_name(tmp_path):
+    """Found in review: between the link check and ``chmod g+w status`` (chmod has no -h: it follows a link), the
+    agent's group, which may write /var/lib/nvpmodel, could swap status for a link to a file of its group (its own
+    config) and have root make it writable. The folder and status are now changed through one descriptor opened
+    without following a link: no chgrp or chmod by name touches them (a shim on PATH records each call)."""
+    root = tmp_path / "root"
+    (root / "etc").mkdir(parents=True)
+    (root / "etc/nvpmodel.conf").write_text((FIXTURES / "nvpmodel_orin_nx_16gb.conf").read_text())
+    status = root / "var/lib/nvpmodel/status"
+    status.parent.mkdir(parents=True)
+    status.write_text("pmode:0002\n")
+    status.chmod(0o644)
+    status.parent.chmod(0o755)
+    shims, log = tmp_path / "bin", tmp_path / "calls"
+    shims.mkdir()
+    for tool in ("chgrp", "chmod"):
+        real = shutil.which(tool)
+        (shims / tool).write_text(f'#!/bin/sh\necho "{tool} $*" >> {log}\nexec {real} "$@"\n')
+        (shims / tool).chmod(0o755)
+    group = grp.getgrgid(os.getgid()).gr_name
+    proc = subprocess.run(["sh", str(POWER_ACCESS), "--root", str(root), "--group", group], capture_output=True,
+                          text=True, timeout=60, env={**os.environ, "PATH": f"{shims}:{os.environ['PATH']}"})
+    assert proc.returncode == 0 and "0 failed)" in proc.stdout, proc.stdout + proc.stderr
+    assert mode(status) == 0o664 and mode(status.parent) == 0o775
+    calls = log.read_text().splitlines() if log.exists() else []
+    assert not [c for c in calls if "var/lib/nvpmodel" in c], calls
 
 
 def test_power_access_given_an_option_without_its_value_says_so_in_one_line(tmp_path):
