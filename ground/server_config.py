@@ -14,9 +14,9 @@
     [[spacecraft]]
     id = "sunlit-1"
     link = "zmq+ipc:///tmp/sunlit-link"
-    # tc_keys = "/etc/sunlit/keys/tc.keys"              # seal every telecommand (flight/link/sdls.py)
-    # zmq_server_public = "/etc/sunlit/keys/zmq/agent.key"         # CurveZMQ (flight/link/curve.py):
-    # zmq_client_secret = "/etc/sunlit/keys/zmq/ground.key_secret" # both or neither; the agent must
+    # tc_keys = "/etc/sunlit-ground/keys/sunlit-1.keys"  # seal every telecommand (flight/link/sdls.py)
+    # zmq_server_public = "/etc/sunlit-ground/keys/zmq/sunlit-1.key"      # CurveZMQ (flight/link/curve.py):
+    # zmq_client_secret = "/etc/sunlit-ground/keys/zmq/ground.key_secret" # both or neither; the agent must
     #                             # list this ground's ground.key in its [security] zmq_clients
 
     [commands]
