@@ -213,7 +213,7 @@ class SpacecraftLink:
         self.event_seq = 0  # the newest event's seq: each event is numbered, so a page takes each once
         self.params: dict[str, Any] = {}
         self.plan: dict[str, Any] | None = None  # the energy plan received last (plan_json), or None
-        self.hk_time_s: float | None = None  # packet time of the housekeeping received last
+        self.hk_time_s: float | None = None  # packet time of the newest housekeeping (played back: never older)
         self.packets = 0
         self.bad_packets = 0
         self.last_packet_wall_s: float | None = None
@@ -729,7 +729,10 @@ class SpacecraftLink:
                     return
                 for name, value in zip(channels, values):
                     self.latest[name] = (value, record.time_s, wall)
-                self.hk_time_s = record.time_s
+                # Found in audit: one played back of a type not heard live since set it back to its own older
+                # time (a plan's staleness goes by it); a live one is the agent's present, whatever its clock did.
+                if not item.played_back or self.hk_time_s is None or record.time_s > self.hk_time_s:
+                    self.hk_time_s = record.time_s
             self.server.publish_sample(self.id, Sample(record.packet.sid, record.time_s, values, now_ms))
             with self.alarm_lock:
                 for name in channels:
@@ -1687,6 +1690,9 @@ class GroundServer:
             return _error(400, str(exc), "BAD_NAME" if isinstance(exc, FileError) else "")
         # A sequence sent without its length stops at its limit, not the general one
         limit = MAX_SEQUENCE_BYTES if name.partition("/")[0] == SEQUENCES_DIR else MAX_UPLOAD_BYTES
+        if request.content_length is not None and request.content_length > limit:
+            # found in audit: read to the limit (4 GiB), then a bare "HTTP 413"; the size said is refused unread
+            raise _too_large(name, limit, request.content_length)
         who = request[SESSION_KEY].user
         staged, tmp = files.upload_path(name)
         size = 0
@@ -1702,8 +1708,8 @@ class GroundServer:
                 while True:
                     chunk = await request.content.read(1 << 16)
                     size += len(chunk)
-                    if size > limit:
-                        raise web.HTTPRequestEntityTooLarge(limit, size)
+                    if size > limit:  # sent without its length (chunked): said in JSON too, not aiohttp's text
+                        raise _too_large(name, limit)
                     if chunk:
                         block.append(chunk)
                         held += len(chunk)
@@ -2245,6 +2251,16 @@ async def _json_body(request: web.Request) -> dict[str, Any]:
         raise web.HTTPBadRequest(text=_text({"error": "body must be a JSON object in UTF-8"}),
                                  content_type="application/json")
     return body
+
+
+def _too_large(name: str, limit: int, said: int | None = None) -> web.HTTPRequestEntityTooLarge:
+    """A put past its limit (``said``: its Content-Length; None, sent without one), refused in JSON naming the limit."""
+    what = "a sequence file" if limit == MAX_SEQUENCE_BYTES else "a file put through the server"
+    shown = f"{limit / (1 << 30):g} GiB" if limit >= 1 << 30 else f"{limit / 1024:g} KiB"
+    size = f"over {limit} bytes" if said is None else f"{said} bytes"
+    return web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=said or limit + 1, text=_text(
+        {"error": f"name: {name!r} is {size}; {what} is at most {limit} bytes ({shown})", "code": "TOO_LARGE"}),
+        content_type="application/json")
 
 
 def _install_upload(tmp: Path, final: Path, abandoned: threading.Event) -> None:

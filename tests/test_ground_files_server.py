@@ -502,3 +502,51 @@ def test_an_upload_given_up_while_its_install_runs_leaves_no_file_behind(tmp_pat
             abandoned.set()  # the handler's clean-up ran before the rename
         _install_upload(tmp, final, abandoned)
         assert final.exists() is not given_up and not tmp.exists()
+
+
+@pytest.mark.req("GND-050", "GND-053")
+def test_a_put_past_the_upload_limit_is_refused_unread_in_json_naming_the_limit(tmp_path, short_dir):
+    """Found in audit: a put said (Content-Length) to be over the server's 4 GiB was read to the limit before it was
+    refused, and then in aiohttp's plain text, so the operator saw only "HTTP 413 from <url>". Now the length said
+    is refused before a byte is read (a length no body follows here: the old way held the request), and a body sent
+    without its length (chunked) past its limit is refused in JSON too."""
+    from http.client import HTTPConnection
+    from urllib.parse import urlsplit
+
+    from flight.link.transport import open_flight_link
+    from ground.server import MAX_UPLOAD_BYTES
+
+    url = f"zmq+ipc://{short_dir}/source"
+    source = open_flight_link(url)
+    users = make_users(tmp_path / "users.toml")
+    server = GroundServer(quick_config(url, port=0, archive=None, users=users), UserStore.load(users),
+                          connect_timeout_s=0).start()
+    where = urlsplit(server.url)
+    operator = login(server, "alice")
+
+    def put(name: str, length: int | None, body: object) -> tuple[int, dict]:
+        conn = HTTPConnection(where.hostname, where.port, timeout=30)
+        try:
+            conn.putrequest("POST", f"/api/files/put?name={name}")
+            headers = [("Authorization", f"Bearer {operator}"), ("Content-Type", "application/octet-stream")]
+            headers.append(("Content-Length", str(length)) if length is not None else ("Transfer-Encoding", "chunked"))
+            for key, value in headers:
+                conn.putheader(key, value)
+            conn.endheaders(body, encode_chunked=length is None)
+            answer = conn.getresponse()
+            return answer.status, json.loads(answer.read())
+        finally:
+            conn.close()
+
+    try:
+        status, answer = put("data/big.bin", MAX_UPLOAD_BYTES + 1, b"#" * 100)
+        assert status == 413 and answer["code"] == "TOO_LARGE", answer
+        assert answer["error"] == (f"name: 'data/big.bin' is {MAX_UPLOAD_BYTES + 1} bytes; a file put through the "
+                                   f"server is at most {MAX_UPLOAD_BYTES} bytes (4 GiB)")
+        status, answer = put("sequences/long.toml", None, iter([b"#" * 40_000] * 2))
+        assert status == 413 and answer["error"] == ("name: 'sequences/long.toml' is over 65536 bytes; a sequence "
+                                                     "file is at most 65536 bytes (64 KiB)"), answer
+        assert not list((server.files_dir / SC / "uplink").iterdir()), "nothing refused was kept"
+    finally:
+        server.stop()
+        source.close()

@@ -867,6 +867,46 @@ def test_a_packet_no_code_foresaw_is_archived_raw_counted_and_said_and_the_other
     assert sorted(set(uptimes)) == [2.0, 3.0, 5.0, 7.0]  # each archived: the failing ones, and those around them
 
 
+@pytest.mark.req("GND-034", "GND-025")
+def test_a_played_back_packet_of_another_type_never_moves_the_newest_telemetry_time_back(source_and_server):
+    """Found in audit: housekeeping the agent plays back from its store after a gap, of a packet type that came
+    live no later than it, set the server's newest telemetry time to its own older time; a plan ten minutes older
+    than the live telemetry read current again (``/api/plan``, which the pages and ``sunlit-ground plan`` show).
+    The played-back values still go to their channels (newer than those held) and to the archive."""
+    from flight.link.messages import Codec
+    from tests.test_ground_plan_archive import T0_S, encode, make_plan
+
+    source, server = source_and_server
+    token = login(server, "vera")
+    codec = Codec(DICTIONARY)
+    link = server.links["sunlit-1"]
+
+    def hk(name: str, t_s: float, **values) -> bytes:
+        packet = DICTIONARY.packet_by_name[name]
+        body = {channel: None for channel in packet.channels}
+        body.update(values)
+        return codec.encode_hk(packet.sid, body, t_s)
+
+    def taken(raws: list[bytes], done) -> None:
+        def step() -> bool:
+            for raw in raws:
+                source.publish(raw)
+            source.receive()
+            return done()
+        wait_until(step, what="the packets taken in by the server")
+
+    live = hk("AGENT_HK", T0_S + 600.0, mode="SAFE", uptime_s=600.0, dict_hash=DICTIONARY.version_hash)
+    taken([encode(codec, make_plan(T0_S)), live], lambda: link.plan is not None and link.hk_time_s == T0_S + 600.0)
+    assert http(server, "GET", "/api/plan", token=token)[1]["stale"] is True
+    played = codec.encode_playback([hk("POWER_HK", T0_S + 10.0, bus_voltage_v=7.5)], T0_S + 601.0)
+    taken([played], lambda: link.latest.get("bus_voltage_v", (None, None))[1] == T0_S + 10.0)
+    assert link.hk_time_s == T0_S + 600.0
+    plan = http(server, "GET", "/api/plan", token=token)[1]
+    assert (plan["telemetry_time_s"], plan["age_s"], plan["stale"]) == (T0_S + 600.0, 600.0, True), plan
+    link.recorder.flush()
+    assert server.archive.query(["bus_voltage_v"], T0_S, T0_S + 20)["bus_voltage_v"][1].tolist() == [7.5]
+
+
 def _agent_on(source, server, taken: list):
     """A step of the agent's side of the link: its housekeeping (this dictionary's hash) out, the
     telecommands that reached it into ``taken``; True once the server has heard it."""

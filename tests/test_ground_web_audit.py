@@ -222,3 +222,30 @@ def test_an_event_or_an_alarm_of_another_day_shows_its_date(source_ground, pages
     today = time.strftime("%H:%M:%S.000", time.gmtime(now_s))
     event = page.locator("#event-table tr[data-name=PING_RECEIVED] td.time")
     expect(event).to_have_text(f"{_day_shown(now_s)}{today}")
+
+
+@pytest.mark.req("GND-034", "GND-033", "GND-025")
+def test_housekeeping_played_back_after_a_gap_never_sets_the_pages_newest_time_back(source_ground, pages):  # noqa: F811
+    """Found in audit: a packet the agent plays back from its store after a gap, older than another type's newest,
+    set the page's newest telemetry time (the plan's "now" and staleness, a new plot's 15 minutes) back to its own
+    time, as it did the server's: a plan ten minutes older than the live telemetry read current again. Its values
+    still reach their channels."""
+    from tests.test_ground_plan_archive import encode, make_plan
+
+    source, server = source_ground
+    codec = Codec(DICTIONARY, Apid.AGENT)
+    page = pages(server, "vera")
+    deliver(source, server, [encode(codec, make_plan(T0_S)),
+                             _packet(codec, "AGENT_HK", T0_S + 600.0, uptime_s=600.0, mode="COMPUTE",
+                                     dict_hash=DICTIONARY.version_hash)],
+            lambda link: link.plan is not None and link.hk_time_s == T0_S + 600.0)
+    expect = _expect()
+    expect(page.locator("#plan-state")).to_have_text("STALE: made 10 min before the newest telemetry")
+    played = codec.encode_playback([_packet(codec, "POWER_HK", T0_S + 10.0, bus_voltage_v=7.5)], T0_S + 601.0)
+    deliver(source, server, [played], lambda link: link.latest.get("bus_voltage_v", (None, None))[1] == T0_S + 10.0)
+    page.wait_for_function("(t) => S.crafts.get('sunlit-1').values.get('bus_voltage_v')?.t === t", arg=T0_S + 10.0)
+    assert page.evaluate("() => S.crafts.get('sunlit-1').hkTimeS") == T0_S + 600.0
+    assert page.evaluate("() => planState(S.crafts.get('sunlit-1')).state") == "stale"
+    later = pages(server, "vera")  # from the snapshot: the same
+    expect(later.locator("#plan-state")).to_have_text("STALE: made 10 min before the newest telemetry")
+    assert later.evaluate("() => S.crafts.get('sunlit-1').hkTimeS") == T0_S + 600.0

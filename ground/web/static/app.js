@@ -122,7 +122,7 @@ function newCraft(id) {
     plan: null,             // the energy plan received last, as the server serves it (or null)
     planReason: "",         // why there is none, as the server last said
     planStaleS: PLAN_STALE_S,
-    hkTimeS: null,          // packet time of the housekeeping received last (the agent's clock)
+    hkTimeS: null,          // packet time of the newest housekeeping received (the agent's clock)
     files: new Map(),       // file transfer id -> its record (ground/files.py FileRecord), progress included
   };
 }
@@ -1553,7 +1553,9 @@ function apply(batch, nowMs) {
     for (let i = 0; i < names.length && i < values.length; i++) setValue(c, names[i], values[i], t, nowMs);
     c.packetSeen.set(sid, {seenMs: nowMs, wallS, t});
     c.lastHkMs = nowMs;
-    if (typeof t === "number") c.hkTimeS = t;
+    // Never back (found in audit: a packet played back after a gap, older than another type's newest, set the plan's
+    // "now" and the plots' window back): the push does not say which were played back; the snapshot keeps this rule.
+    if (typeof t === "number" && (c.hkTimeS === null || t > c.hkTimeS)) c.hkTimeS = t;
     if (sc === S.current) S.dirtyPackets.add(sid);
   }
   renderDrops(batch.dropped);
