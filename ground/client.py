@@ -223,8 +223,10 @@ class GroundClient:
         self.clock = clock
         self.command_timeout_s = 5.0  # send()'s wait for the final report when the caller names none
         self.ack_flags = DEFAULT_ACK_FLAGS  # the success reports a command asks for when the caller names none
-        self.gaps = GapCounter()  # live packets only: played-back ones carry old counts
         self.tracker = tracker if tracker is not None else CompletenessTracker()
+        # live packets only: played-back ones carry old counts. The tracker's boots (housekeeping's uptime) tell a
+        # wrap past many lost packets from a restart (found in audit: 783 lost across the wrap counted as none)
+        self.gaps = GapCounter(self.tracker.boot_between)
         self.bad_packets = 0
         self.internal_errors = 0  # failures taking a packet in, or in a listener: each costs that packet only
         self.last_internal_error = ""
@@ -336,21 +338,31 @@ class GroundClient:
                 return
         container = packet.service == Service.STORAGE and packet.subtype == Subtype.PLAYBACK
         # A container is made for the link and never stored on board: no key of its own to keep.
-        new = container or self.tracker.add(*packet_key(packet.apid, packet.seq_count, packet.time_s),
-                                            self.clock(), played_back)
+        key = packet_key(packet.apid, packet.seq_count, packet.time_s)
+        new = container or self.tracker.add(*key, self.clock(), played_back)
         try:
-            # The live sequence as the stream carries it, copies included (a reply's stream copy
-            # keeps the count going); a played-back packet's count is old.
-            gap = self.gaps.observe(packet.apid, packet.seq_count) if stream and not played_back else 0
             record = self.codec.decode_tm(packet)
             if isinstance(record, PlaybackRecord) and played_back:
                 raise PacketError("nested", "a playback container inside a playback container")
         except PacketError as exc:
+            record, error = None, exc
+        else:
+            error = None
+        if isinstance(record, HkRecord):
+            started_s = _started_s(record.time_s, record.values.get("uptime_s"))
+            if started_s is not None:
+                # counts restart there; the boot still ran at this packet's time. Told before its count is
+                # judged: housekeeping after a silence says whether the count that went back is a wrap
+                self.tracker.boot_at(int(round(started_s * 1000.0)), int(round(record.time_s * 1000.0)))
+        # The live sequence as the stream carries it, copies included (a reply's stream copy
+        # keeps the count going); a played-back packet's count is old.
+        gap = self.gaps.observe(packet.apid, packet.seq_count, key[2]) if stream and not played_back else 0
+        if error is not None:
             if new:
                 self.bad_packets += 1
             else:
                 self.duplicates += 1
-            out.append(Received(raw, None, None, error=str(exc), played_back=played_back, duplicate=not new))
+            out.append(Received(raw, None, None, error=str(error), played_back=played_back, duplicate=not new))
             return
         if not new:  # returned by poll() as what came, marked; nothing else sees it
             self.duplicates += 1
@@ -366,10 +378,6 @@ class GroundClient:
         if isinstance(record, Verification):
             self._report(record)
         elif isinstance(record, HkRecord):
-            started_s = _started_s(record.time_s, record.values.get("uptime_s"))
-            if started_s is not None:
-                # counts restart there; the boot still ran at this packet's time
-                self.tracker.boot_at(int(round(started_s * 1000.0)), int(round(record.time_s * 1000.0)))
             if not played_back:
                 self._notice_restart(packet.apid, record.values, record.time_s)
                 if "dict_hash" in record.values:

@@ -307,6 +307,18 @@ class CompletenessTracker:
             return False
         return self._boot_seen.get(self._boots[b], -1) >= to_ms
 
+    def boot_between(self, from_ms: int, to_ms: int) -> bool | None:
+        """What housekeeping told of the agent's boots between two packet times, as :meth:`gaps` judges them:
+        True, one began between them (counts began again at 0); False, one boot is known to span them (a count
+        gone back is a wrap, past lost packets); None, neither is known, or ``to_ms`` is before ``from_ms`` (a
+        clock set back says nothing of the boots). For the live gap count (:class:`flight.link.packets.GapCounter`)."""
+        if to_ms < from_ms:
+            return None
+        b = bisect_right(self._boots, from_ms)
+        if b < len(self._boots) and self._boots[b] <= to_ms + BOOT_TOLERANCE_MS:
+            return True
+        return False if self._one_boot(from_ms, to_ms) else None
+
     def _reception(self, received_s: float) -> _Pass:
         """The pass this reception belongs to: the current one, or a new one after a silence."""
         current = self._passes[-1] if self._passes else None

@@ -16,6 +16,7 @@ import time
 
 import pytest
 
+from flight.agent.agent import Agent
 from flight.agent.tm_store import PacketStore
 from flight.link.apid import Apid
 from flight.link.definitions import DICTIONARY
@@ -118,6 +119,14 @@ def test_gaps_are_found_per_apid_in_time_order_and_never_across_a_boot():
     for seq, ms in ((8000, 300_000), (3, 360_000)):  # back, and its boot's housekeeping last seen at 260 s
         tracker.add(FILES, seq, ms, 6.0)
     assert tracker.gaps(FILES, from_ms=300_000) == []
+
+    # What the live gap count asks (GapCounter): a boot between two packet times, one spanning them, or unknown.
+    tracker = CompletenessTracker()
+    tracker.boot_at(1000, 5000)
+    assert tracker.boot_between(2000, 4000) is False and tracker.boot_between(2000, 6000) is None
+    tracker.boot_at(7000, 8000)
+    assert tracker.boot_between(6000, 7500) is True and tracker.boot_between(7500, 7900) is False
+    assert tracker.boot_between(7900, 7500) is None, "a clock set back says nothing of the boots"
 
 
 @pytest.mark.req("GND-040")
@@ -271,6 +280,117 @@ def test_the_client_unwraps_playback_keeps_one_copy_and_never_goes_back_in_time(
     archived = [bytes.fromhex(ln) for ln in out.read_text().splitlines() if not ln.startswith("#")]
     assert sorted(archived, key=key_of) == raws, "archived in place by packet time, each once"
     archive.close()
+
+
+def lose_on_the_air(rig: InProcessAgent) -> dict:
+    """A loss of signal: while ``los["on"]`` every packet the agent publishes is lost on the air (the agent stores it,
+    as over a real pass gap), counted per APID in ``los["lost"]``; ``los["until"]``, where set, ends it at the first
+    packet it is true of, which is heard."""
+    los: dict = {"on": True, "lost": {}, "until": None}
+    publish = rig.link.flight.publish
+
+    def hook(packet: bytes) -> bool:
+        if los["on"]:
+            tm = unpack(packet)
+            if los["until"] is None or not los["until"](tm):
+                los["lost"][tm.apid] = los["lost"].get(tm.apid, 0) + 1
+                return True
+            los["on"] = False
+        return publish(packet)
+
+    rig.link.flight.publish = hook
+    return los
+
+
+def is_hk(tm) -> bool:
+    return tm.apid == AGENT and (tm.service, tm.subtype) == (Service.HOUSEKEEPING, Subtype.HK_REPORT)
+
+
+def live(heard: list, apid: int = AGENT) -> list:
+    return [i for i in heard if i.packet is not None and i.packet.apid == apid and not i.played_back]
+
+
+@pytest.mark.req("GND-040", "LNK-006")
+@pytest.mark.parametrize("first", ["housekeeping", "a report"])
+def test_a_loss_of_signal_across_the_wrap_is_counted_live_as_what_was_lost(tmp_path, first):
+    """Found in audit: the live gap count took a count gone back outside the wrap's margin (16 127 .. 255) for a
+    restart, so ~1,800 packets of AGENT lost over a 5-minute loss of signal across the 14-bit wrap (stored-only
+    housekeeping) were counted as none: no GAP line, no gaps row, lost_live too low. Housekeeping's uptime now
+    tells a wrap from a restart: where the first packet heard is housekeeping, at once; where it is a command's
+    report, the loss is counted with the first housekeeping after it (before it, nothing could tell)."""
+    rig = InProcessAgent(tmp_path / "state", start=False)
+    try:
+        rig.agent.codec.seq.set(AGENT, 15_900)
+        rig.start()
+        rig.advance(5)
+        assert rig.client.gaps.missing == 0 and rig.client.gaps.restarts == 0
+        los = lose_on_the_air(rig)
+        rig.advance(300)
+        lost = los["lost"]
+        assert lost[AGENT] > 1000, lost
+        heard: list = []
+        rig.client.listeners.append(heard.append)
+        if first == "housekeeping":
+            los["until"] = is_hk
+        else:
+            los["on"] = False
+            assert rig.send("NOOP").completed  # its reports are the first heard: no time passes
+        rig.advance(2)
+        after = live(heard)
+        assert after[0].packet.seq_count < 15_900 - 256, "the count went back, and not at the wrap's margin"
+        if first == "housekeeping":
+            assert after[0].gap == lost[AGENT]
+        else:
+            assert after[0].packet.service == Service.VERIFICATION
+            reports = [i for i in after if i.packet.service == Service.VERIFICATION]
+            assert all(i.gap == 0 for i in reports), "nothing knew the boot yet: taken as a restart"
+            hk = next(i for i in after if is_hk(i.packet))
+            assert hk.gap == lost[AGENT], "counted with the first housekeeping after it, which told the boot"
+        assert sum(i.gap for i in after) == lost[AGENT]
+        assert rig.client.gaps.missing == sum(lost.values()) and rig.client.gaps.restarts == 0
+        assert rig.client.agent_restarts == 0
+        assert rig.client.tracker.missing(AGENT) == lost[AGENT]
+    finally:
+        rig.close()
+
+
+@pytest.mark.req("GND-040", "LNK-006")
+@pytest.mark.parametrize("count, first", [("below", "housekeeping"), ("below", "a report"),
+                                          ("above", "housekeeping")])
+def test_an_agent_restarted_during_a_loss_of_signal_is_a_restart_with_no_loss_counted(tmp_path, count, first):
+    """The other side of the wrap's test above: the agent restarted during the silence (its counts began again at
+    0, ~600 of them lost) is a restart, nothing counted lost, whether the first count heard is below its old one
+    or above it (found in audit: housekeeping that said the agent restarted had its count judged before that was
+    taken in: 30 then 600 counted 569 lost)."""
+    rig = InProcessAgent(tmp_path / "state", start=False)
+    try:
+        if count == "below":
+            rig.agent.codec.seq.set(AGENT, 15_900)
+        rig.start()
+        rig.advance(5)
+        assert rig.client.gaps.missing == 0
+        los = lose_on_the_air(rig)
+        rig.advance(20)
+        rig.agent.close()  # the agent restarts, unheard
+        rig.agent = Agent(rig.config, link=rig.link.flight, board=rig.board)
+        rig.start()
+        rig.advance(100)
+        assert los["lost"][AGENT] > 256, los["lost"]
+        heard: list = []
+        rig.client.listeners.append(heard.append)
+        if first == "housekeeping":
+            los["until"] = is_hk
+        else:
+            los["on"] = False
+            assert rig.send("NOOP").completed
+        rig.advance(2)
+        after = live(heard)
+        assert after[0].packet.seq_count >= 256 and is_hk(after[0].packet) == (first == "housekeeping")
+        assert [i.gap for i in after if i.gap] == [] and rig.client.gaps.missing == 0
+        assert rig.client.agent_restarts == 1
+        assert rig.client.tracker.missing(AGENT) == 0
+    finally:
+        rig.close()
 
 
 def lose_completion(rig: InProcessAgent, cmd_id: int) -> dict:

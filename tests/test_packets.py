@@ -150,6 +150,28 @@ def test_gap_counter_counts_missing_and_restarts():
     assert g2.restarts == 1 and g2.missing == 1
 
 
+@pytest.mark.req("LNK-006")
+def test_gap_counter_asks_the_boots_where_counts_alone_cannot_tell_a_wrap_from_a_restart():
+    """Found in audit: 16000 then 400 (783 lost across the wrap over a loss of signal) was a restart, nothing
+    counted. ``boots(from_ms, to_ms)`` (the ground's tracker, from housekeeping) says: True restarted, False one
+    boot spans them, None unknown; a count gone back while unknown is settled by a later packet of its APID."""
+    known: dict = {}
+    g = GapCounter(lambda a, b: known.get((a, b)))
+    known[(1000, 9000)] = False
+    assert [g.observe(1, s, t) for s, t in ((16000, 1000), (400, 9000), (401, 9001))] == [0, 783, 0]
+    known[(9001, 20000)] = True  # a new boot between: not 98 lost
+    assert g.observe(1, 500, 20000) == 0 and g.restarts == 1 and g.missing == 783
+    assert g.observe(1, 100, 30000) == 0 and g.restarts == 2  # back, nothing known: a restart for now
+    assert g.observe(1, 101, 30001) == 0
+    known[(20000, 30000)] = False  # housekeeping now says one boot spanned it: a wrap, counted here
+    assert g.observe(1, 103, 30003) == 15983 + 1 and g.restarts == 1 and g.missing == 783 + 15983 + 1
+    assert g.observe(1, 104, 30004) == 0, "counted once"
+    assert g.observe(1, 50, 40000) == 0 and g.restarts == 2
+    known[(30004, 40000)] = True  # it was a restart after all
+    assert g.observe(1, 51, 40001) == 0 and g.restarts == 2
+    assert g.observe(2, 7) == 0 and g.observe(2, 3) == 0 and g.restarts == 3, "no times: counts alone"
+
+
 def test_crc_is_the_one_spacepackets_uses():
     # spacepackets computes CRC-16/CCITT-FALSE with fastcrc; the link's faster CRC must agree everywhere.
     for n in (0, 1, 2, 7, 64, 222, 1000, 65_000):

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import enum
 import struct
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import anycrc
 
@@ -300,10 +300,21 @@ class GapCounter:
     Neither ZeroMQ nor a serial line reorders packets, so a count that goes back is the
     source restarting (its counter began again at 0, and a late subscriber may have
     missed the first few), not 16 000 lost packets. The same count twice is a repeat.
+
+    Counts alone cannot tell a restart from a wrap past many lost packets (16000, then 400:
+    783 lost over a loss of signal; found in audit: counted as none, a restart). ``boots``
+    (``boots(from_ms, to_ms)``, the ground's completeness tracker's ``boot_between``) says
+    what is known of the source's boots between two packet times: True, it restarted (nothing
+    missing); False, one boot spans them (a count gone back is a wrap); None, not known. Where
+    it is not known yet (the packet after the silence is not housekeeping), the count is taken
+    as a restart until a later packet of that APID finds it known: then the loss is counted
+    with that packet.
     """
 
-    def __init__(self) -> None:
-        self._last: dict[int, int] = {}
+    def __init__(self, boots: Callable[[int, int], bool | None] | None = None) -> None:
+        self._last: dict[int, tuple[int, int | None]] = {}  # apid -> (count, packet time ms)
+        self._unsure: dict[int, tuple[int, int, int]] = {}  # apid -> (missing if a wrap, from_ms, to_ms)
+        self.boots = boots
         self.missing = 0
         self.restarts = 0
         self.repeats = 0
@@ -311,19 +322,43 @@ class GapCounter:
     def forget(self, apid: int) -> None:
         """Start ``apid``'s sequence afresh (its source is known to have restarted)."""
         self._last.pop(apid, None)
+        self._unsure.pop(apid, None)
 
-    def observe(self, apid: int, seq_count: int) -> int:
-        """Record one packet; return how many were missing right before it."""
-        last = self._last.get(apid)
-        self._last[apid] = seq_count
+    def _known(self, from_ms: int | None, to_ms: int | None) -> bool | None:
+        if self.boots is None or from_ms is None or to_ms is None:
+            return None
+        return self.boots(from_ms, to_ms)
+
+    def observe(self, apid: int, seq_count: int, time_ms: int | None = None) -> int:
+        """Record one packet (``time_ms``: its packet time, for ``boots``); return how many were
+        missing right before it."""
+        last, last_ms = self._last.get(apid, (None, None))
+        self._last[apid] = (seq_count, time_ms)
+        settled = 0
+        unsure = self._unsure.get(apid)
+        if unsure is not None:  # a count gone back earlier, taken as a restart: is its boot known now?
+            lost, from_ms, to_ms = unsure
+            known = self._known(from_ms, to_ms)
+            if known is not None:
+                del self._unsure[apid]
+                if not known:  # one boot spanned it: a wrap past ``lost``, counted with this packet
+                    self.restarts -= 1
+                    self.missing += lost
+                    settled = lost
         if last is None:
-            return 0
+            return settled
         if seq_count == last:
             self.repeats += 1
-            return 0
+            return settled
         gap = (seq_count - last - 1) & MAX_SEQ_COUNT
-        if seq_count < last and not (last > MAX_SEQ_COUNT - 256 and seq_count < 256):  # back, and no wrap
+        known = self._known(last_ms, time_ms)
+        if known:  # restarted between them: its counts began again at 0
             self.restarts += 1
-            return 0
+            return settled
+        if seq_count < last and known is None and not (last > MAX_SEQ_COUNT - 256 and seq_count < 256):
+            self.restarts += 1  # back, no wrap, and no boot known to span it
+            if last_ms is not None and time_ms is not None and self.boots is not None:
+                self._unsure[apid] = (gap, last_ms, time_ms)
+            return settled
         self.missing += gap
-        return gap
+        return settled + gap
