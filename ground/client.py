@@ -349,11 +349,15 @@ class GroundClient:
         else:
             error = None
         if isinstance(record, HkRecord):
-            started_s = _started_s(record.time_s, record.values.get("uptime_s"))
-            if started_s is not None:
-                # counts restart there; the boot still ran at this packet's time. Told before its count is
-                # judged: housekeeping after a silence says whether the count that went back is a wrap
-                self.tracker.boot_at(int(round(started_s * 1000.0)), int(round(record.time_s * 1000.0)))
+            try:
+                started_s = _started_s(record.time_s, record.values.get("uptime_s"))
+                if started_s is not None:
+                    # counts restart there; the boot still ran at this packet's time. Told before its count is
+                    # judged: housekeeping after a silence says whether the count that went back is a wrap
+                    self.tracker.boot_at(int(round(started_s * 1000.0)), int(round(record.time_s * 1000.0)))
+            except Exception as exc:  # noqa: BLE001 - costs the boot it tells of, not the packet (taken in below)
+                self.internal_errors += 1
+                self.last_internal_error = f"{type(exc).__name__}: {exc}"[:200]
         # The live sequence as the stream carries it, copies included (a reply's stream copy
         # keeps the count going); a played-back packet's count is old.
         gap = self.gaps.observe(packet.apid, packet.seq_count, key[2]) if stream and not played_back else 0
