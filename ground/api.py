@@ -152,8 +152,8 @@ class ApiClient:
         except urllib.error.HTTPError as exc:
             try:
                 answer = json.loads(exc.read() or b"{}")
-            except ValueError:
-                answer = {}
+            except (ValueError, OSError, http.client.HTTPException):  # found in audit: a refusal cut off mid-body
+                answer = {}  # was an IncompleteRead's traceback; its status still says what it was
             message = answer.get("error") if isinstance(answer, dict) else None
             raise ServerError(_session_refused(message or f"HTTP {exc.code} from {url}", exc.code, self.token),
                               exc.code, answer.get("code", "") if isinstance(answer, dict) else "") from None
@@ -185,11 +185,11 @@ class ApiClient:
     def post(self, path: str, body: dict[str, Any] | None = None) -> Any:
         return self._request("POST", path, body=body or {})
 
-    def _unlike(self, path: str, field: str) -> ServerError:
+    def _unlike(self, path: str, field: str, then: str = "") -> ServerError:
         """An answer without what a Sunlit server puts in it (another JSON service on the URL): said naming the
         field, never a KeyError's traceback (found in audit)."""
         return ServerError(f"{self.server}{path}: the answer has no {field}; is {self.server} a Sunlit ground "
-                           "server? (--server URL)")
+                           f"server? (--server URL){then}")
 
     def login(self, user: str, password: str) -> dict[str, Any]:
         """The server's answer: ``user``, ``role`` and ``token`` (kept for this client's requests), each checked."""
@@ -218,6 +218,10 @@ class ApiClient:
 
 
 # --- the WebSocket as a link -----------------------------------------------------------------
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 class ServerLink(GroundLink):
@@ -253,9 +257,12 @@ class ServerLink(GroundLink):
         except InvalidStatus as exc:
             status = exc.response.status_code
             try:
-                message = json.loads(exc.response.body or b"{}").get("error", "")
+                answer = json.loads(exc.response.body or b"{}")
             except ValueError:
-                message = ""
+                answer = {}
+            # found in audit: a refusal whose body is JSON but not an object ended in an AttributeError's traceback
+            message = answer.get("error") if isinstance(answer, dict) else None
+            message = message if isinstance(message, str) else ""
             os.close(self._rfd)
             os.close(self._wfd)
             raise ServerError(_session_refused(message or f"WebSocket refused (HTTP {status})", status, api.token),
@@ -274,7 +281,8 @@ class ServerLink(GroundLink):
                     message = json.loads(text)
                 except ValueError:
                     continue
-                self._take(message)
+                if isinstance(message, dict):  # found in audit: `[]` (another service) ended the reader: "closed"
+                    self._take(message)
         except Exception as exc:  # noqa: BLE001 - the connection ended; the client sees closed_reason
             self.closed_reason = f"{type(exc).__name__}: {exc}"
         finally:
@@ -285,9 +293,13 @@ class ServerLink(GroundLink):
             self._wake()
 
     def _take(self, message: dict[str, Any]) -> None:
-        raw = message.get("raw") or []
-        control = message.get("control") or []
-        dropped = (message.get("dropped") or {}).get("points", 0)
+        # Each part as a Sunlit server sends it, or none (found in audit: `"raw": 5`, `"dropped": 5` or a control
+        # item not an object ended the reader thread, and the client took the connection for closed)
+        raw, control = message.get("raw"), message.get("control")
+        raw = [row for row in raw if isinstance(row, list)] if isinstance(raw, list) else []
+        control = [item for item in control if isinstance(item, dict)] if isinstance(control, list) else []
+        dropped = message.get("dropped")
+        dropped = dropped.get("points", 0) if isinstance(dropped, dict) else 0
         with self._changed:
             self.dropped += dropped if isinstance(dropped, int) else 0
             for row in raw:
@@ -299,10 +311,12 @@ class ServerLink(GroundLink):
                     self.dropped += 1  # counted as the server's own drops are (an audit: silently)
                 self._packets.append((packet, True))
             for item in control:
-                kind = item.get("kind") if isinstance(item, dict) else None
+                kind = item.get("kind")
                 if kind == "command":
-                    entry = item.get("command") or {}
-                    if isinstance(entry.get("id"), int):
+                    entry = item.get("command")
+                    # kept only with what ServerClient.send reads of it (found in audit: one without its state
+                    # ended send in a KeyError's traceback)
+                    if isinstance(entry, dict) and _is_int(entry.get("id")) and isinstance(entry.get("state"), str):
                         self.commands[entry["id"]] = entry
                         self.commands.move_to_end(entry["id"])
                         while len(self.commands) > KEEP_COMMANDS:
@@ -410,15 +424,37 @@ class ServerClient(GroundClient):
             raise TimeoutError(f"no greeting from the ground server within {timeout_s} s")
         # What the server knew before this client came: last values (with their packet times)
         # and the agent's parameters, so views start full and stale ones can say so.
-        state = (self.server_link.hello.get("states") or {}).get(self.spacecraft) or {}
-        for name, snap in (state.get("latest") or {}).items():
+        state = self._greeting("latest", "parameters")
+        for name, snap in state["latest"].items():
             if name in self.dictionary.channel_by_name and name not in self.latest:
-                self.latest[name] = (snap.get("value"), snap.get("time_s"))
-        self.parameters.update(state.get("parameters") or {})
+                where = f"greeting's states.{self.spacecraft}.latest.{name}"
+                if not isinstance(snap, dict):  # found in audit: an AttributeError's traceback
+                    raise self.api._unlike("/ws", where)
+                at = snap.get("time_s")
+                if not isinstance(at, (int, float)) or isinstance(at, bool):
+                    raise self.api._unlike("/ws", f"{where}.time_s")
+                self.latest[name] = (snap.get("value"), at)
+        self.parameters.update(state["parameters"])
+
+    def _greeting(self, *parts: str) -> dict[str, Any]:
+        """The greeting's state of this spacecraft, each of ``parts`` in it an object (``{}`` where it has none):
+        one not as a Sunlit server sends it is said naming it, never an AttributeError's traceback (found in
+        audit)."""
+        states = self.server_link.hello.get("states") or {}
+        if not isinstance(states, dict):
+            raise self.api._unlike("/ws", "greeting's states")
+        state = states.get(self.spacecraft) or {}
+        if not isinstance(state, dict):
+            raise self.api._unlike("/ws", f"greeting's states.{self.spacecraft}")
+        state = dict(state)
+        for part in parts:
+            state[part] = state.get(part) or {}
+            if not isinstance(state[part], dict):
+                raise self.api._unlike("/ws", f"greeting's states.{self.spacecraft}.{part}")
+        return state
 
     def dictionary_matches(self, timeout_s: float = 3.0) -> bool | None:
-        state = (self.server_link.hello.get("states") or {}).get(self.spacecraft) or {}
-        agent_hash = (state.get("status") or {}).get("agent_dict_hash") or self.agent_dict_hash
+        agent_hash = self._greeting("status")["status"].get("agent_dict_hash") or self.agent_dict_hash
         if agent_hash is None:
             return super().dictionary_matches(timeout_s)
         self.agent_dict_hash = agent_hash
@@ -431,7 +467,7 @@ class ServerClient(GroundClient):
         if ack_flags is not None:
             body["acks"] = [stage.value for stage in ack_stages(ack_flags)]
         try:
-            return self.api.post("/api/commands", body)
+            entry = self.api.post("/api/commands", body)
         except ServerError as exc:
             if not exc.maybe_taken:
                 raise
@@ -439,17 +475,30 @@ class ServerClient(GroundClient):
             # operator would send it again while it may be queued
             raise CommandLost(f"{name}: outcome unknown: {exc}; the server may have queued it: check `sunlit-ground "
                               "queue` (or the archive's command history) before sending it again", None) from None
+        for field, ok in (("id", _is_int), ("state", lambda v: isinstance(v, str))):
+            if not ok(entry.get(field)):  # found in audit: a KeyError's traceback once the server had taken it
+                raise CommandLost(f"{name}: outcome unknown: {self.api._unlike('/api/commands', field)}; the server "
+                                  "may have queued it: check `sunlit-ground queue` (or the archive's command "
+                                  "history) before sending it again", None)
+        return entry
 
     def set_limits(self, channel: str, bounds: dict[str, float | None]) -> dict[str, Any]:
         """Change a channel's limits on the server (its alarms, every page and operator; kept across
         restarts); ``bounds``: warn_low, warn_high, crit_low, crit_high, None for none. The limits it applies."""
         answer = self.api.post("/api/limits", {"spacecraft": self.spacecraft, "channel": channel, "limits": bounds})
+        if not isinstance(answer.get("limits"), dict):  # found in audit: a KeyError, said "limits CH: limits"
+            unread = self.api._unlike("/api/limits", "limits", "; the server may have applied them")
+            unread.maybe_taken = True  # it took the request: never said "not changed"
+            raise unread
         return answer["limits"]
 
     def server_limits(self) -> dict[str, dict[str, Any]]:
         """Each channel's limits as the server applies them now (its overrides, the agent's parameters)."""
-        body = self.api.get("/api/dictionary", spacecraft=self.spacecraft)
-        return {ch["name"]: ch.get("limits") or {} for ch in body.get("channels", []) if isinstance(ch, dict)}
+        channels = self.api.get("/api/dictionary", spacecraft=self.spacecraft).get("channels", [])
+        if not isinstance(channels, list):  # found in audit: a TypeError's traceback
+            raise self.api._unlike("/api/dictionary", "channels")
+        return {ch["name"]: ch.get("limits") or {} for ch in channels
+                if isinstance(ch, dict) and isinstance(ch.get("name"), str)}
 
     def send(
         self,
@@ -500,13 +549,14 @@ class ServerClient(GroundClient):
                 shown = len(result.reports)
             if entry["state"] == "timeout":
                 result.gave_up = True
-                raise CommandTimeout(f"{command.name}: {entry['outcome']} (server queue, entry {entry_id})", result)
+                raise CommandTimeout(f"{command.name}: {entry.get('outcome') or 'timed out'} (server queue, entry "
+                                     f"{entry_id})", result)
             if entry["state"] == "unresolved":  # final, and no outcome: never "done" (found in audit)
                 result.gave_up = True
                 raise CommandOutcomeUnknown(f"{command.name}: outcome unknown: the server stopped following it with "
                                             f"no outcome (server queue entry {entry_id}, unresolved); the agent may "
                                             "have run it: check before sending it again", result)
-            if entry["final"] or entry["state"] in target:
+            if entry.get("final") or entry["state"] in target:
                 return result
             left = deadline - time.monotonic()
             if entry["state"] == "unknown" or left <= 0:
@@ -569,35 +619,47 @@ class ServerClient(GroundClient):
         """Cancel a command still queued or waiting for approval; the entry as the server then has it
         (released or sent meanwhile: not cancelled, and said so by the caller)."""
         try:
-            return self.api.post(f"/api/commands/{entry_id}/cancel", {"spacecraft": self.spacecraft})
+            answer = self.api.post(f"/api/commands/{entry_id}/cancel", {"spacecraft": self.spacecraft})
+            if isinstance(answer.get("state"), str):  # found in audit: `{}` was a KeyError's traceback in send
+                return answer
         except ServerError:
-            self.poll(0.2)
-            return self.server_link.commands.get(entry_id, {**entry, "state": "released"})
+            pass
+        self.poll(0.2)
+        return self.server_link.commands.get(entry_id, {**entry, "state": "released"})
 
     @staticmethod
     def _fill(result: CommandResult, entry: dict[str, Any]) -> None:
         """The entry's PUS stages as Verification reports; a ground-side end as ``refused``."""
-        if entry.get("cmd_id"):
-            result.cmd_id = int(entry["cmd_id"])
-        result.attempts = int(entry.get("attempts") or 0)
+        # Each field as a Sunlit server sends it, or left as it was (found in audit: `"cmd_id": "x"` or a stage not
+        # an object was a ValueError's or an AttributeError's traceback)
+        cmd_id = entry.get("cmd_id")
+        if cmd_id and (_is_int(cmd_id) or isinstance(cmd_id, str) and cmd_id.isascii() and cmd_id.isdigit()):
+            result.cmd_id = int(cmd_id)  # a string from the server (64 bits: beyond a JS number)
+        result.attempts = entry["attempts"] if _is_int(entry.get("attempts")) else 0
         if "acks" in entry:
             try:
                 result.ack_flags = ack_flags_for(entry["acks"])  # what the command goes with
             except (TypeError, ValueError):
                 pass  # a newer server's stage this client does not know: the flags stay as they were
         reports = []
-        for stage in entry.get("stages", []):
-            pus = _PUS_STAGES.get(stage.get("stage"))
+        stages = entry.get("stages")
+        for stage in stages if isinstance(stages, list) else []:
+            if not isinstance(stage, dict) or not isinstance(stage.get("stage"), str):
+                continue
+            pus = _PUS_STAGES.get(stage["stage"])
             code = stage.get("code", "")
-            if not stage.get("agent") or pus is None or (not stage.get("ok") and code not in FailureCode.__members__):
+            if not stage.get("agent") or pus is None or (not stage.get("ok") and (
+                    not isinstance(code, str) or code not in FailureCode.__members__)):
                 continue  # the ground's own records (a window that passed) are not the agent's reports
+            done = entry.get("result") if isinstance(entry.get("result"), dict) else {}
+            reason = stage.get("reason", "")
             reports.append(Verification(pus, bool(stage.get("ok")), 0, result.cmd_id, result.opcode,
                                         FailureCode.NONE if stage.get("ok") else FailureCode[code],
-                                        stage.get("reason", ""),
-                                        entry.get("result") or {} if pus is Stage.COMPLETED else {}))
+                                        reason if isinstance(reason, str) else str(reason),
+                                        done if pus is Stage.COMPLETED else {}))
         result.reports = reports
         if entry.get("final") and entry["state"] in ("rejected", "cancelled", "failed") and result.failure is None:
-            result.refused = entry["outcome"]
+            result.refused = entry.get("outcome") or entry["state"]
 
     def close(self) -> None:
         self.server_link.close()

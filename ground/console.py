@@ -355,8 +355,8 @@ class Console:
         except (TypeError, ValueError) as exc:
             self.say(f"limits {channel}: {exc}")
             return
-        except ServerError as exc:
-            self.say(f"limits {channel}: not changed: {exc}", "critical")
+        except ServerError as exc:  # one whose answer was lost or not understood may be applied (found in audit)
+            self.say(f"limits {channel}: {'maybe changed' if exc.maybe_taken else 'not changed'}: {exc}", "critical")
             return
         self.say(f"{channel} limits{where}: {limits.to_json() or 'none'}")
 

@@ -1632,6 +1632,205 @@ def test_a_server_answer_lacking_a_field_the_cli_prints_is_said_naming_it_never_
 
 
 
+@pytest.fixture
+def foreign_server():
+    """A JSON service other than a Sunlit ground server of this version, HTTP and WebSocket on one port (as a
+    Sunlit server has them): each route answers ``answers[path]`` (else ``answers["*"]``), a body (status 200) or
+    ``(status, body)``, or ``(status, body, cut)`` to end the connection ``cut`` bytes into the body; ``/ws`` is a
+    WebSocket (RFC 6455, just enough of it) that sends ``messages`` and waits for the client's close. Yields
+    (url, answers, messages)."""
+    import base64
+    import hashlib
+    import http.server
+    import threading
+
+    answers: dict = {"*": b"{}"}
+    messages: list = []
+
+    def frame(opcode: int, payload: bytes) -> bytes:
+        n = len(payload)
+        size = bytes([n]) if n < 126 else bytes([126]) + n.to_bytes(2, "big") if n < 1 << 16 else \
+            bytes([127]) + n.to_bytes(8, "big")
+        return bytes([0x80 | opcode]) + size + payload
+
+    class Foreign(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # a WebSocket's handshake is HTTP/1.1
+
+        def _answer(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            path = self.path.split("?")[0]
+            answer = answers.get(path, answers["*"])
+            if path == "/ws" and answer is None:
+                return self._websocket()
+            status, body, cut = (200, answer, None) if isinstance(answer, bytes) else (*answer, None)[:3]
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.wfile.write(body[:cut])
+            self.close_connection = True
+
+        do_GET = do_POST = _answer
+
+        def _websocket(self) -> None:
+            accept = base64.b64encode(hashlib.sha1(self.headers["Sec-WebSocket-Key"].encode()
+                                                   + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest()).decode()
+            self.send_response(101)
+            self.send_header("Upgrade", "websocket")
+            self.send_header("Connection", "Upgrade")
+            self.send_header("Sec-WebSocket-Accept", accept)
+            self.end_headers()
+            for message in messages:
+                self.wfile.write(frame(1, json.dumps(message).encode()))
+            self.wfile.flush()
+            while True:  # the client's frames (masked), up to its close
+                head = self.rfile.read(2)
+                if len(head) < 2:
+                    return
+                n = head[1] & 0x7F
+                n = int.from_bytes(self.rfile.read({126: 2, 127: 8}[n]), "big") if n >= 126 else n
+                mask = self.rfile.read(4) if head[1] & 0x80 else bytes(4)
+                payload = bytes(b ^ mask[k % 4] for k, b in enumerate(self.rfile.read(n)))
+                if head[0] & 0x0F == 8:
+                    self.wfile.write(frame(8, payload[:2]))
+                    self.close_connection = True
+                    return
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Foreign)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    answers["/ws"] = None  # the WebSocket, greeting as a Sunlit server does unless a test says otherwise
+    messages.append({"control": [{"kind": "hello", "states": {}}]})
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", answers, messages
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+@pytest.mark.req("GND-025")
+def test_a_send_whose_answer_lacks_its_queue_entry_is_an_unknown_outcome_never_a_traceback(foreign_server, capsys,
+                                                                                               monkeypatch):
+    """Found in audit: `send` (the CLI, a procedure, the console) through a server whose POST /api/commands answer
+    had no entry id or state (a server of another version, another JSON service) ended in a KeyError's traceback
+    after the server had taken the command. It is an unknown outcome (exit 6), said in one line naming the field,
+    and that the server may have queued it, never a plain failure that invites sending it again."""
+    from ground.api import CommandLost
+    from ground.cli import main as ground_main
+
+    url, answers, _messages = foreign_server
+    monkeypatch.setenv("SUNLIT_GROUND_TOKEN", "abc")  # a session, so the CLI asks the server
+    for answer, said in ((b"{}", "/api/commands: the answer has no id"),
+                         (b'{"id": "3", "state": "queued"}', "/api/commands: the answer has no id"),
+                         (b'{"id": 3}', "/api/commands: the answer has no state")):
+        answers["/api/commands"] = answer
+        assert ground_main(["--server", url, "--spacecraft", "sc", "send", "NOOP", "--timeout", "0.5"]) == 6, answer
+        err = capsys.readouterr().err  # after the warning that no housekeeping came (nothing greets it here)
+        assert "Traceback" not in err and err.count("\n") == 2 and err.startswith("warning: no housekeeping"), err
+        last = err.splitlines()[-1]
+        assert last.startswith("unknown: NOOP: outcome unknown: ") and said in last and "may have queued it" in last
+        client = ServerClient(ApiClient(url, token="abc"), "sc")
+        try:
+            with pytest.raises(CommandLost, match="outcome unknown: .*may have queued it") as caught:
+                client.send("NOOP", timeout_s=2)
+            assert caught.value.entry_id is None
+        finally:
+            client.close()
+
+
+@pytest.mark.req("GND-025")
+def test_the_server_clients_reads_of_a_foreign_servers_greeting_pushes_and_answers_are_said_never_a_traceback(
+        foreign_server):
+    """Found in audit: ServerClient (the CLI's, the console's, a procedure's) read the server's answers trusting
+    their form: a greeting whose snapshot was not an object, a queue entry pushed without its state, a cancel's or
+    a limit's answer without its entry or limits, a refusal cut off mid-body or a WebSocket's refusal whose body was
+    `[]` each ended in a traceback; a push not an object ended the reader, and the connection was taken for closed.
+    Each is said naming the field, or left out where the rest stands without it."""
+    import io
+
+    from ground.client import CommandOutcomeUnknown
+    from ground.console import Console
+
+    url, answers, messages = foreign_server
+    api = ApiClient(url, token="abc")
+
+    def greeted(state) -> ServerClient:
+        messages[:] = [{"control": [{"kind": "hello", "states": {"sc": state}}]}]
+        return ServerClient(api, "sc")
+
+    for state, said in (({"latest": {"mode": 5}}, "greeting's states.sc.latest.mode;"),
+                        ({"latest": {"mode": {"value": 1}}}, "greeting's states.sc.latest.mode.time_s;"),
+                        ({"latest": [1]}, "greeting's states.sc.latest;"),
+                        ({"parameters": [1, 2]}, "greeting's states.sc.parameters;"),
+                        (5, "greeting's states.sc;")):
+        client = greeted(state)
+        try:
+            with pytest.raises(ServerError, match="a Sunlit ground server") as caught:
+                client.connect(timeout_s=10)
+            assert f"{url}/ws: the answer has no {said}" in str(caught.value)
+        finally:
+            client.close()
+    client = greeted({"status": 5, "latest": {"mode": {"value": 1, "time_s": 2.0}}})
+    try:
+        client.connect(timeout_s=10)
+        assert client.latest["mode"] == (1, 2.0)  # as a Sunlit server greets
+        with pytest.raises(ServerError, match="has no greeting's states.sc.status;"):
+            client.dictionary_matches(0.1)
+    finally:
+        client.close()
+
+    # Pushes not as a Sunlit server sends them are left out; the connection stands, and the entry after them is read
+    entry = {"id": 3, "state": "completed", "final": True, "outcome": "completed"}
+    messages[1:] = [[1], {"raw": 5}, {"raw": [{"a": 1}]}, {"dropped": 5}, {"control": 3},
+                    {"control": [5, {"kind": "command", "command": [1]}, {"kind": "command", "command": {"id": 3}}]},
+                    {"control": [{"kind": "command", "command": {**entry, "cmd_id": "x", "attempts": "2",
+                                                                 "stages": [5, {"stage": [1]}], "result": 5}}]}]
+    answers["/api/commands"] = json.dumps({**entry, "state": "queued", "final": False}).encode()
+    client = ServerClient(api, "sc")
+    try:
+        client.connect(timeout_s=10)
+        result = client.send("NOOP", timeout_s=10)
+        assert not client.lost_reason() and result.cmd_id == 0 and result.attempts == 0 and not result.reports
+    finally:
+        client.close()
+
+    # A cancel whose answer has no entry (as send's wait ends with the command still queued): not known to be
+    # cancelled, so an unknown outcome
+    messages[1:] = []
+    answers["/api/commands"] = json.dumps({"id": 4, "state": "queued", "final": False}).encode()
+    answers["/api/commands/4/cancel"] = b"{}"
+    client = ServerClient(api, "sc")
+    try:
+        with pytest.raises(CommandOutcomeUnknown, match="released it to the link as the wait ended"):
+            client.send("NOOP", timeout_s=0.2)
+        answers["*"] = b"{}"
+        with pytest.raises(ServerError, match="/api/limits: the answer has no limits; .*may have applied them"):
+            client.set_limits("mode", {"warn_low": 1.0})
+        console = Console(client, out=(out := io.StringIO()), colour=False)  # was "limits temp_max_c: limits"
+        console.handle("limits temp_max_c warn_high=99")
+        assert "limits temp_max_c: maybe changed: " in out.getvalue() and "has no limits" in out.getvalue(), \
+            out.getvalue()
+        answers["*"] = b'{"channels": 5}'
+        with pytest.raises(ServerError, match="/api/dictionary: the answer has no channels;"):
+            client.server_limits()
+        answers["*"] = b'{"channels": [{"limits": {}}, {"name": "mode", "limits": {"warn_low": 1}}]}'
+        assert client.server_limits() == {"mode": {"warn_low": 1}}
+        answers["*"] = (500, b'{"error": "a long message"}', 5)  # cut off mid-body
+        with pytest.raises(ServerError, match="HTTP 500 from"):
+            api.get("/api/spacecraft")
+    finally:
+        client.close()
+    answers["/ws"] = (403, b"[]")
+    with pytest.raises(ServerError, match=r"WebSocket refused \(HTTP 403\)"):
+        ServerClient(api, "sc")
+
+
 @pytest.mark.req("GND-005")
 def test_a_procedures_send_the_ground_ended_fails_its_step_never_said_sent(source_and_server):
     """Found in audit: `proc.send("NOOP")` through the server, which failed it on the ground (the agent speaks
