@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from flight.compute.abft import PRECISIONS
+from flight.compute.arithmetic import PRECISIONS
 from flight.compute.checkpoint import MAGIC as CHECKPOINT_MAGIC
 from flight.compute.checkpoint import MAGIC_V1 as CHECKPOINT_MAGIC_V1
 from flight.compute.checkpoint import checkpoint_header

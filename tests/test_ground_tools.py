@@ -192,3 +192,18 @@ def test_a_schedule_file_that_is_a_fifo_no_one_writes_a_device_or_too_long_is_re
     finally:
         os.close(r)
     assert "refused before sending" in capsys.readouterr().err
+
+
+@pytest.mark.req("GND-025")
+def test_the_ground_command_line_imports_no_onnx():
+    """Found in audit: every sunlit-ground command, --help too, imported onnx (about a second, more on a loaded
+    machine): the receipts checker read two names from flight/compute/abft.py, which imports it."""
+    import subprocess
+    import sys
+
+    probe = ("import sys, ground.cli as cli; cli.build_parser(); import ground.file_cli, ground.receipts; "
+             "print(sorted(m for m in ('onnx', 'onnxruntime') if m in sys.modules))")
+    run = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60,
+                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "[]"

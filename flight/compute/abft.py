@@ -150,6 +150,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from flight.compute.arithmetic import PRECISIONS
 from flight.compute.checks import CHECK_OUTPUT
 from flight.compute.graphs import subgraph_reads
 
@@ -189,13 +190,6 @@ the tolerance on the CPU."""
 DEFAULT_ATOL = 1e-30
 """Absolute slack for products flushed to zero (subnormals, 2**-126 ~ 1.2e-38 each); every
 other rounding error is relative to the magnitudes and covered by ``rtol``."""
-
-PRECISIONS = {"fp32": (2.0**-24, 0.0), "tf32": (2.0**-24, 2.0**-11)}
-"""Arithmetic the provider uses: (unit roundoff of the accumulation, of the operands).
-``tf32``: Ampere and later GPUs (Jetson Orin) round Conv and MatMul operands to a 10-bit
-mantissa where allowed (the CUDA provider's ``use_tf32``, on by default; TensorRT's TF32
-builder flag, on by default). fp16 is not offered: accumulating in half precision leaves
-a bound too loose to catch anything."""
 
 CHECKED_OPS = ("Conv", "Gemm", "MatMul")
 

@@ -16,6 +16,15 @@ on unless told ``use_tf32=0``, TensorRT's builder by default, and onnxruntime's 
 no option for it). Read when the libraries make their handles, so it is set in the compute worker's
 environment before it starts (:func:`worker_environment`)."""
 
+PRECISIONS = {"fp32": (2.0**-24, 0.0), "tf32": (2.0**-24, 2.0**-11)}
+"""Arithmetic the provider uses: (unit roundoff of the accumulation, of the operands).
+``tf32``: Ampere and later GPUs (Jetson Orin) round Conv and MatMul operands to a 10-bit
+mantissa where allowed (the CUDA provider's ``use_tf32``, on by default; TensorRT's TF32
+builder flag, on by default). fp16 is not offered: accumulating in half precision leaves
+a bound too loose to catch anything.
+(Here, not in flight/compute/abft.py, which imports onnx: the ground reads these names in a receipt, and
+every ground command paid onnx's import, about a second; found in audit.)"""
+
 
 def worker_environment(base: Mapping[str, str], tf32: bool) -> dict[str, str]:
     """The compute worker's environment: ``base`` with TF32 forbidden (:data:`TF32_OVERRIDE` "0")
