@@ -144,6 +144,9 @@ KEY_HORIZON_DAYS = 7.0
 PAGE_SAMPLES = 100_000
 _PAGE_TOKEN = re.compile(r"^p1~([-+0-9a-fA-Fx.p]{1,40})~(\d{1,10})~(\d{1,19})$")
 _ALL_ROWS = 2**63 - 1  # above every row id: "all those at that time were given"
+# Rows one page of a listing (Archive.iter_events, iter_commands, iter_file_transfers; passes for iter_passes) reads:
+# a few MB, each page a read of its own, so a long listing holds neither the whole window nor a snapshot of the file.
+LIST_PAGE = 5000
 
 _NUMERIC_TYPES = frozenset({
     ValueType.BOOL, ValueType.U8, ValueType.U16, ValueType.U32, ValueType.U64,
@@ -2247,26 +2250,58 @@ class Archive:
         return [ArchivedEvent(t, name, Severity(sev), text, json.loads(args), eid, names[sc])
                 for t, name, sev, text, args, eid, sc, _id in rows]
 
+    def iter_events(self, from_s: float | None = None, to_s: float | None = None,
+                    min_severity: Severity | int | str = Severity.DIAGNOSTIC,
+                    spacecraft: str | None = None) -> Iterator[ArchivedEvent]:
+        """What :meth:`events` gives without ``limit``, oldest first, read :data:`LIST_PAGE` at a time as it is taken
+        (each page as the file is then, the lock not held in between). Found in audit: `archive events` without
+        --limit read the whole window into a list before printing a line (events keep up to 256 MB: gigabytes)."""
+        after = (-math.inf, -1)
+        while True:
+            with self._lock:
+                # the page's events by their keys first, from the indexes alone: each level's range is read a page
+                # ahead, and what the merge leaves is read again with the next page
+                sql, params = self._events_sql(from_s, to_s, min_severity, spacecraft, LIST_PAGE, after, "time_s, id")
+                keys = self._db.execute(sql, params).fetchall()
+                rows = []
+                for start in range(0, len(keys), 500):  # 500 a statement: SQLite before 3.32 takes 999 variables
+                    part = [k for _t, k in keys[start:start + 500]]
+                    rows += self._db.execute(
+                        "SELECT time_s, name, severity, text, args, event_id, sc, id FROM events WHERE id IN "  # noqa: S608
+                        f"({','.join('?' * len(part))}) ORDER BY time_s, id", part).fetchall()
+                names = {sc: self._sc_name(sc) for sc in {row[6] for row in rows}}
+            for t, name, sev, text, args, eid, sc, _id in rows:
+                yield ArchivedEvent(t, name, Severity(sev), text, json.loads(args), eid, names[sc])
+            if len(keys) < LIST_PAGE:
+                return
+            after = keys[-1]
+
     def _events_sql(self, from_s: float | None, to_s: float | None, min_severity: Severity | int | str,
-                    spacecraft: str | None, limit: int | None) -> tuple[str, list[Any]]:
+                    spacecraft: str | None, limit: int | None, after: tuple[float, int] | None = None,
+                    cols: str = "time_s, name, severity, text, args, event_id, sc, id") -> tuple[str, list[Any]]:
         """The query :meth:`events` runs: one index range per severity level at or above the floor
         (and per spacecraft), each in time order and cut at ``limit``, merged. So a rare severity, or a
         spacecraft with few events, reads only its own rows, and a full listing its newest ``limit``
-        of each (found in audit: a filter read the whole table, 200 ms at a million events)."""
+        of each (found in audit: a filter read the whole table, 200 ms at a million events). With ``after``
+        (time, row id), the ``limit`` oldest after that event instead (:meth:`iter_events`); ``cols``, the columns
+        selected (``time_s`` and ``id`` among them)."""
         lo, hi = _bounds(from_s, to_s)
         floor = _severity(min_severity)
-        cols = "time_s, name, severity, text, args, event_id, sc, id"
         levels = [int(s) for s in Severity if s >= floor]
         # events_by_sc_severity, events_by_severity (_EVENT_INDEXES): equality, equality, range
         sc = None if spacecraft is None else self._sc_lookup(spacecraft)
         where = "severity = ?" if sc is None else "sc = ? AND severity = ?"
-        order = " ORDER BY time_s DESC, id DESC" if limit is not None else " ORDER BY time_s, id"
+        order = " ORDER BY time_s DESC, id DESC" if limit is not None and after is None else " ORDER BY time_s, id"
         cut = " LIMIT ?" if limit is not None else ""
+        past = ""
+        if after is not None:  # the range from the last one given on, still in the index's order
+            lo, past = max(lo, after[0]), " AND (time_s > ? OR id > ?)"
         parts, params = [], []
         for level in levels:
             parts.append(f"SELECT * FROM (SELECT {cols} FROM events WHERE {where} "  # noqa: S608 - fixed text
-                         f"AND time_s BETWEEN ? AND ?{order}{cut})")
-            params += [*(() if sc is None else (sc,)), level, lo, hi, *(() if limit is None else (max(0, int(limit)),))]
+                         f"AND time_s BETWEEN ? AND ?{past}{order}{cut})")
+            params += [*(() if sc is None else (sc,)), level, lo, hi, *(() if after is None else after),
+                       *(() if limit is None else (max(0, int(limit)),))]
         sql = " UNION ALL ".join(parts) + order + cut
         if limit is not None:
             params.append(max(0, int(limit)))
@@ -2293,19 +2328,51 @@ class Archive:
                                         (*params, max(0, int(limit)))).fetchall()[::-1]
             else:
                 rows = self._db.execute(sql + " ORDER BY at_s, c.id", params).fetchall()
-            out = []
-            for (sc, cmd_id, queue_id, cname, args, who, approved_by, state, stages, queued_s, sent_s, first_s,
-                 said, _at, _id) in rows:
-                reps = [] if cmd_id is None else self._db.execute(
-                    "SELECT stage, success, code, reason, result, time_s FROM verifications WHERE sc = ? AND cmd_id = ? "
-                    "ORDER BY id", (sc, cmd_id)).fetchall()
-                reports = tuple(ArchivedReport(stage, bool(ok), code, reason, json.loads(result), t)
-                                for stage, ok, code, reason, result, t in reps)
-                outcome, final = _outcome(reports, said, state)
-                out.append(ArchivedCommand(
-                    _from_i64(cmd_id), cname, None if args is None else json.loads(args), who, sent_s, first_s,
-                    outcome, final, reports, self._sc_name(sc), queue_id, approved_by, state,
-                    tuple(json.loads(stages)) if stages else (), queued_s))
+            return self._commands_of(rows)
+
+    def iter_commands(self, from_s: float | None = None, to_s: float | None = None, name: str | None = None,
+                      spacecraft: str | None = None) -> Iterator[ArchivedCommand]:
+        """What :meth:`commands` gives without ``limit``, oldest first, read :data:`LIST_PAGE` at a time as it is
+        taken, as :meth:`iter_events` (found in audit: `archive commands` read ten years of them into a list first);
+        a command sent while it is read may come again, as sent."""
+        lo, hi = _bounds(from_s, to_s)
+        at = "coalesce(sent_s, queued_s, first_seen_s)"
+        sql = ("SELECT c.sc, cmd_id, queue_id, c.name, args, who, approved_by, state, stages, queued_s, sent_s, "
+               f"first_seen_s, outcome, {at} AS at_s, c.id FROM commands c "
+               f"WHERE {at} BETWEEN ? AND ? AND ({at} > ? OR c.id > ?)")
+        after: tuple[float, int] = (-math.inf, -1)
+        while True:
+            params: list[Any] = [max(lo, after[0]), hi, *after]
+            with self._lock:
+                where = ""
+                if name is not None:
+                    where += " AND c.name = ?"
+                    params.append(name)
+                if spacecraft is not None:  # "+": through commands_by_time, in order (by sc, each page sorted them all)
+                    where += " AND +c.sc = ?"
+                    params.append(self._sc_lookup(spacecraft))
+                rows = self._db.execute(sql + where + " ORDER BY at_s, c.id LIMIT ?", (*params, LIST_PAGE)).fetchall()
+                commands = self._commands_of(rows)
+            yield from commands
+            if len(rows) < LIST_PAGE:
+                return
+            after = (rows[-1][13], rows[-1][14])
+
+    def _commands_of(self, rows: Sequence[Sequence[Any]]) -> list[ArchivedCommand]:
+        """Rows of the commands table as :meth:`commands` selects them, with their reports. Under the lock."""
+        out = []
+        for (sc, cmd_id, queue_id, cname, args, who, approved_by, state, stages, queued_s, sent_s, first_s,
+             said, _at, _id) in rows:
+            reps = [] if cmd_id is None else self._db.execute(
+                "SELECT stage, success, code, reason, result, time_s FROM verifications WHERE sc = ? AND cmd_id = ? "
+                "ORDER BY id", (sc, cmd_id)).fetchall()
+            reports = tuple(ArchivedReport(stage, bool(ok), code, reason, json.loads(result), t)
+                            for stage, ok, code, reason, result, t in reps)
+            outcome, final = _outcome(reports, said, state)
+            out.append(ArchivedCommand(
+                _from_i64(cmd_id), cname, None if args is None else json.loads(args), who, sent_s, first_s,
+                outcome, final, reports, self._sc_name(sc), queue_id, approved_by, state,
+                tuple(json.loads(stages)) if stages else (), queued_s))
         return out
 
     # --- completeness per pass ----------------------------------------------------------
@@ -2346,19 +2413,40 @@ class Archive:
             starts = [t for (t,) in self._db.execute(
                 "SELECT DISTINCT start_s FROM passes WHERE sc = ? AND start_s BETWEEN ? AND ? ORDER BY start_s DESC"
                 + ("" if limit is None else " LIMIT ?"), (sc, lo, hi) + (() if limit is None else (int(limit),)))]
-            out = []
-            for start in reversed(starts):
-                rows = self._db.execute(
-                    "SELECT apid, end_s, first_ms, last_ms, received, played_back, duplicates, missing FROM passes "
-                    "WHERE sc = ? AND start_s = ? ORDER BY apid", (sc, start)).fetchall()
-                first = [r[2] for r in rows if r[2] is not None]
-                last = [r[3] for r in rows if r[3] is not None]
-                out.append(ArchivedPass(
-                    start, max(r[1] for r in rows), min(first) / 1000.0 if first else None,
-                    max(last) / 1000.0 if last else None,
-                    tuple((apid, PassCounts(rec, played, dups, missing))
-                          for apid, _e, _f, _l, rec, played, dups, missing in rows), spacecraft))
-        return out
+            return [self._pass(sc, start, spacecraft) for start in reversed(starts)]
+
+    def iter_passes(self, from_s: float | None = None, to_s: float | None = None,
+                    spacecraft: str = DEFAULT_SPACECRAFT) -> Iterator[ArchivedPass]:
+        """What :meth:`passes` gives without ``limit``, oldest first, :data:`LIST_PAGE` passes read at a time as they
+        are taken, as :meth:`iter_events`."""
+        lo, hi = _bounds(from_s, to_s)
+        if not self._key_tables:
+            return
+        after = -math.inf
+        while True:
+            with self._lock:
+                sc = self._sc_lookup(spacecraft)
+                starts = [t for (t,) in self._db.execute(
+                    "SELECT DISTINCT start_s FROM passes WHERE sc = ? AND start_s BETWEEN ? AND ? AND start_s > ? "
+                    "ORDER BY start_s LIMIT ?", (sc, lo, hi, after, LIST_PAGE))]
+                passes = [self._pass(sc, start, spacecraft) for start in starts]
+            yield from passes
+            if len(starts) < LIST_PAGE:
+                return
+            after = starts[-1]
+
+    def _pass(self, sc: int, start: float, spacecraft: str) -> ArchivedPass:
+        """The pass of ``sc`` that began at ``start``, from its rows per APID. Under the lock."""
+        rows = self._db.execute(
+            "SELECT apid, end_s, first_ms, last_ms, received, played_back, duplicates, missing FROM passes "
+            "WHERE sc = ? AND start_s = ? ORDER BY apid", (sc, start)).fetchall()
+        first = [r[2] for r in rows if r[2] is not None]
+        last = [r[3] for r in rows if r[3] is not None]
+        return ArchivedPass(
+            start, max(r[1] for r in rows), min(first) / 1000.0 if first else None,
+            max(last) / 1000.0 if last else None,
+            tuple((apid, PassCounts(rec, played, dups, missing))
+                  for apid, _e, _f, _l, rec, played, dups, missing in rows), spacecraft)
 
     def last_pass(self, spacecraft: str = DEFAULT_SPACECRAFT, max_keys: int = MAX_KEYS,
                   horizon_s: float = HORIZON_S) -> tuple[PassReport, list[tuple[int, int, int]]] | None:
@@ -2450,6 +2538,28 @@ class Archive:
                 + ("" if limit is None else " LIMIT ?"), (sc, lo, hi) + (() if limit is None else (int(limit),))
             ).fetchall()
         return [ArchivedFileTransfer(*row, spacecraft=spacecraft) for row in reversed(rows)]
+
+    def iter_file_transfers(self, from_s: float | None = None, to_s: float | None = None,
+                            spacecraft: str = DEFAULT_SPACECRAFT) -> Iterator[ArchivedFileTransfer]:
+        """What :meth:`file_transfers` gives without ``limit``, oldest first, read :data:`LIST_PAGE` at a time as it
+        is taken, as :meth:`iter_events`."""
+        lo, hi = _bounds(from_s, to_s)
+        if not self._file_table:
+            return
+        after: tuple[float, str] = (-math.inf, "")
+        while True:
+            with self._lock:
+                sc = self._sc_lookup(spacecraft)
+                rows = self._db.execute(
+                    "SELECT ref, direction, who, remote_name, local_name, size, sha256, cfdp_class, state, outcome, "
+                    "requested_s, started_s, finished_s, restarts, transfer, agent_transfer FROM file_transfers "
+                    "WHERE sc = ? AND requested_s BETWEEN ? AND ? AND (requested_s > ? OR ref > ?) "
+                    "ORDER BY requested_s, ref LIMIT ?", (sc, max(lo, after[0]), hi, *after, LIST_PAGE)).fetchall()
+            for row in rows:
+                yield ArchivedFileTransfer(*row, spacecraft=spacecraft)
+            if len(rows) < LIST_PAGE:
+                return
+            after = (rows[-1][10], rows[-1][0])
 
     def acks(self, from_s: float | None = None, to_s: float | None = None,
              spacecraft: str | None = None) -> list[ArchivedAck]:
@@ -3125,10 +3235,21 @@ def upgrade_v1(old_path: Path | str, new_path: Path | str, spacecraft: str = DEF
         raise ArchiveError(f"no archive at {old_path}")
     if new_path.exists():
         raise ArchiveError(f"{new_path} exists; give --out a new file (the upgrade never writes over one)")
+    # Found in audit: reading a WAL file with mode=ro made a -wal and -shm beside it and left them (a read-only
+    # connection cannot remove them), so a refused schema-2 archive, or the old file once converted, could no longer be
+    # read as immutable from a read-only copy. With nothing beside it the file's header is all there is: its version
+    # is read from there, and what the reading makes is removed after it.
+    beside = [suffix for suffix in ("-wal", "-shm", "-journal") if os.path.lexists(f"{old_path}{suffix}")]
+    if not beside:
+        version = _header_version(old_path)
+        if version != 1:
+            raise ArchiveError(f"{old_path} has archive schema {version}; upgrade converts schema 1 only")
     try:
         old = sqlite3.connect(f"{old_path.resolve().as_uri()}?mode=ro", uri=True)
         version = old.execute("PRAGMA user_version").fetchone()[0]
     except sqlite3.DatabaseError as exc:
+        if not beside:
+            _leave_alone(old_path)
         raise ArchiveError(f"{old_path} is not a usable archive: {exc}") from None
     if version != 1:
         old.close()
@@ -3189,4 +3310,37 @@ def upgrade_v1(old_path: Path | str, new_path: Path | str, spacecraft: str = DEF
         raise
     finally:
         old.close()
+        if not beside:
+            _leave_alone(old_path)
     return done
+
+
+def _header_version(path: Path) -> int:
+    """``PRAGMA user_version`` of an SQLite file with nothing beside it (no -wal: its header is current), read from the
+    header without opening it (an empty file is SQLite's empty database, version 0); ArchiveError if not SQLite."""
+    try:
+        with open(path, "rb") as f:
+            header = f.read(100)
+    except OSError as exc:
+        raise ArchiveError(f"{path} cannot be read: {exc.strerror or exc}") from None
+    if not header:
+        return 0
+    if len(header) < 100 or not header.startswith(b"SQLite format 3\x00"):
+        raise ArchiveError(f"{path} is not a usable archive: file is not a database")
+    return int.from_bytes(header[60:64], "big", signed=True)
+
+
+def _leave_alone(path: Path) -> None:
+    """Remove the -wal and -shm a read-only connection made beside ``path`` (it cannot): a connection that may write
+    removes them as it closes, where it is the last one (another's are left to it), writing nothing to the file."""
+    if not any(os.path.lexists(f"{path}{suffix}") for suffix in ("-wal", "-shm")):
+        return
+    try:
+        db = sqlite3.connect(path)
+        try:
+            db.execute("PRAGMA query_only = 1")
+            db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        finally:
+            db.close()
+    except sqlite3.Error:  # may not write there: they stay, as SQLite left them
+        pass

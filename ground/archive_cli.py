@@ -282,14 +282,20 @@ def _cmd_plot(args: argparse.Namespace) -> int:
 
 
 def _cmd_events(args: argparse.Namespace) -> int:
+    found = 0
     with _open(args, spacecraft=True) as archive:
-        events = archive.events(args.from_s, args.to_s, args.severity, spacecraft=args.spacecraft, limit=args.limit)
-    for e in events:
-        # printable, as `sunlit-ground events` prints it (found in audit: an argument's escape reached the terminal)
-        print(f"{utc_iso(e.time_s)}  {e.severity.name:<11} {_printable(e.name)}: {_printable(e.text)}")
-    if not events:
+        # without --limit a page at a time, printed as read (found in audit: the whole window was read into a list
+        # first, gigabytes for the 256 MB of events kept)
+        events = (archive.events(args.from_s, args.to_s, args.severity, spacecraft=args.spacecraft, limit=args.limit)
+                  if args.limit is not None else archive.iter_events(args.from_s, args.to_s, args.severity,
+                                                                     spacecraft=args.spacecraft))
+        for e in events:
+            found += 1
+            # printable, as `sunlit-ground events` prints it (found in audit: an argument's escape reached the terminal)
+            print(f"{utc_iso(e.time_s)}  {e.severity.name:<11} {_printable(e.name)}: {_printable(e.text)}")
+    if not found:
         _nothing(args, f"events at or above {args.severity}")
-    return 0 if events else 1
+    return 0 if found else 1
 
 
 def _cmd_commands(args: argparse.Namespace) -> int:
@@ -300,19 +306,23 @@ def _cmd_commands(args: argparse.Namespace) -> int:
                 name = archive.dictionary.command(name).name
             except ArgumentError as exc:  # kept as typed: an older dictionary's command may be in the archive
                 unknown = f" (--name: {exc})"
-        commands = archive.commands(args.from_s, args.to_s, name, spacecraft=args.spacecraft, limit=args.limit)
-    for c in commands:
-        when = utc_iso(next(t for t in (c.sent_s, c.queued_s, c.first_seen_s) if t is not None))
-        shown_args = "(seen on the stream only)" if c.args is None else json.dumps(c.args)
-        ident = f"cmd_id={c.cmd_id}" if c.cmd_id is not None else f"queue_id={c.queue_id}"
-        approved = f" approved by {_printable(c.approved_by)}" if c.approved_by else ""
-        # printable, as `events` (found in audit: a failure's reason from the agent, an escape and a line break in it,
-        # drove the terminal and forged a line)
-        print(f"{when}  {_printable(c.who or '?'):<10} {_printable(c.name)} {shown_args} {ident}{approved}: "
-              f"{_printable(c.outcome)}")
-    if not commands:
+        found = 0
+        commands = (archive.commands(args.from_s, args.to_s, name, spacecraft=args.spacecraft, limit=args.limit)
+                    if args.limit is not None else  # a page at a time, as `events`
+                    archive.iter_commands(args.from_s, args.to_s, name, spacecraft=args.spacecraft))
+        for c in commands:
+            found += 1
+            when = utc_iso(next(t for t in (c.sent_s, c.queued_s, c.first_seen_s) if t is not None))
+            shown_args = "(seen on the stream only)" if c.args is None else json.dumps(c.args)
+            ident = f"cmd_id={c.cmd_id}" if c.cmd_id is not None else f"queue_id={c.queue_id}"
+            approved = f" approved by {_printable(c.approved_by)}" if c.approved_by else ""
+            # printable, as `events` (found in audit: a failure's reason from the agent, an escape and a line break in
+            # it, drove the terminal and forged a line)
+            print(f"{when}  {_printable(c.who or '?'):<10} {_printable(c.name)} {shown_args} {ident}{approved}: "
+                  f"{_printable(c.outcome)}")
+    if not found:
         _nothing(args, f"commands{' named ' + _printable(name) if name else ''}{unknown}")
-    return 0 if commands else 1
+    return 0 if found else 1
 
 
 def _duration(seconds: float) -> str:
@@ -327,21 +337,25 @@ def _duration(seconds: float) -> str:
 
 
 def _cmd_passes(args: argparse.Namespace) -> int:
+    found = 0
     with _open(args, spacecraft=True) as archive:
-        passes = archive.passes(args.from_s, args.to_s, spacecraft=args.spacecraft, limit=args.limit)
-    if passes:
-        print(f"{'pass start (UTC)':<24}  {'duration':>11}  {'APID':>6}  {'received':>9}  {'played back':>11}  "
-              f"{'missing':>8}  {'duplicates':>10}")
-    for p in passes:
-        t = p.totals
-        print(f"{utc_iso(p.start_s):<24}  {_duration(p.end_s - p.start_s):>11}  {'all':>6}  {t.received:>9}  "
-              f"{t.played_back:>11}  {t.missing:>8}  {t.duplicates:>10}")
-        for apid, c in p.apids:
-            print(f"{'':<24}  {'':>11}  {apid:#06x}  {c.received:>9}  {c.played_back:>11}  {c.missing:>8}  "
-                  f"{c.duplicates:>10}")
-    if not passes:
+        passes = (archive.passes(args.from_s, args.to_s, spacecraft=args.spacecraft, limit=args.limit)
+                  if args.limit is not None else  # a page at a time, as `events`
+                  archive.iter_passes(args.from_s, args.to_s, spacecraft=args.spacecraft))
+        for p in passes:
+            if not found:
+                print(f"{'pass start (UTC)':<24}  {'duration':>11}  {'APID':>6}  {'received':>9}  {'played back':>11}  "
+                      f"{'missing':>8}  {'duplicates':>10}")
+            found += 1
+            t = p.totals
+            print(f"{utc_iso(p.start_s):<24}  {_duration(p.end_s - p.start_s):>11}  {'all':>6}  {t.received:>9}  "
+                  f"{t.played_back:>11}  {t.missing:>8}  {t.duplicates:>10}")
+            for apid, c in p.apids:
+                print(f"{'':<24}  {'':>11}  {apid:#06x}  {c.received:>9}  {c.played_back:>11}  {c.missing:>8}  "
+                      f"{c.duplicates:>10}")
+    if not found:
         _nothing(args, "passes")
-    return 0 if passes else 1
+    return 0 if found else 1
 
 
 def _size(n: int | None) -> str:
@@ -358,20 +372,24 @@ def _size(n: int | None) -> str:
 
 
 def _cmd_files(args: argparse.Namespace) -> int:
+    found = 0
     with _open(args, spacecraft=True) as archive:
-        transfers = archive.file_transfers(args.from_s, args.to_s, spacecraft=args.spacecraft, limit=args.limit)
-    for t in transfers:
-        # From where to where, as `file status` draws it (found in audit: a download's arrow pointed back), the
-        # names printable only (an operator's local name can hold an escape sequence)
-        local, remote = _printable(t.local_name or "?"), _printable(t.remote_name)
-        where = f"{local} -> {remote}" if t.direction == "up" else f"{remote} -> {local}"
-        # the outcome printable too: it quotes the agent's reason (its FILE_FAILED; found in audit)
-        print(f"{utc_iso(t.requested_s)}  {_printable(t.ref):<10} {_printable(t.who or '(agent)'):<10} "
-              f"{t.direction:<4} {where}  {_size(t.size)}  {_printable(t.state)}: {_printable(t.outcome)}"
-              f"{'  sha256 ' + _printable(t.sha256) if t.sha256 else ''}")
-    if not transfers:
+        transfers = (archive.file_transfers(args.from_s, args.to_s, spacecraft=args.spacecraft, limit=args.limit)
+                     if args.limit is not None else  # a page at a time, as `events`
+                     archive.iter_file_transfers(args.from_s, args.to_s, spacecraft=args.spacecraft))
+        for t in transfers:
+            found += 1
+            # From where to where, as `file status` draws it (found in audit: a download's arrow pointed back), the
+            # names printable only (an operator's local name can hold an escape sequence)
+            local, remote = _printable(t.local_name or "?"), _printable(t.remote_name)
+            where = f"{local} -> {remote}" if t.direction == "up" else f"{remote} -> {local}"
+            # the outcome printable too: it quotes the agent's reason (its FILE_FAILED; found in audit)
+            print(f"{utc_iso(t.requested_s)}  {_printable(t.ref):<10} {_printable(t.who or '(agent)'):<10} "
+                  f"{t.direction:<4} {where}  {_size(t.size)}  {_printable(t.state)}: {_printable(t.outcome)}"
+                  f"{'  sha256 ' + _printable(t.sha256) if t.sha256 else ''}")
+    if not found:
         _nothing(args, "file transfers")
-    return 0 if transfers else 1
+    return 0 if found else 1
 
 
 POLICY_MAX_BYTES = 1 << 16  # a retention policy is a few lines

@@ -7,6 +7,7 @@ decoded by a real GroundClient's intake (``_take``), never hand-built records.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import errno
 import json
@@ -1409,6 +1410,43 @@ def test_a_schema_1_file_is_refused_with_the_way_to_convert_it(tmp_path, capsys)
         assert [bytes.fromhex(ln) for ln in out.read_text().splitlines() if not ln.startswith("#")] == raws
 
 
+@pytest.mark.req("GND-025")
+def test_an_upgrade_leaves_the_old_files_folder_as_it_was(tmp_path, capsys):
+    """Found in audit: `archive upgrade` read --db with a read-only connection, which made a -wal and -shm beside a WAL
+    file and left them (it cannot remove them): a schema-2 archive it refused, or the schema-1 file it converted, then
+    had files beside it that stop a read-only copy being read as immutable. Refused or converted, nothing is added."""
+    v2 = tmp_path / "v2"
+    v2.mkdir()
+    Archive(v2 / "ground.sqlite").close()
+    assert sorted(p.name for p in v2.iterdir()) == ["ground.sqlite"]
+    before = (v2 / "ground.sqlite").read_bytes()
+    assert archive_cli("upgrade", "--db", str(v2 / "ground.sqlite"), "--out", str(tmp_path / "new.sqlite")) == 2
+    assert "has archive schema 2; upgrade converts schema 1 only" in capsys.readouterr().err
+    assert sorted(p.name for p in v2.iterdir()) == ["ground.sqlite"]
+    assert (v2 / "ground.sqlite").read_bytes() == before
+    (v2 / "junk").write_bytes(b"x" * 200)
+    assert archive_cli("upgrade", "--db", str(v2 / "junk"), "--out", str(tmp_path / "new.sqlite")) == 2
+    assert "is not a usable archive" in capsys.readouterr().err
+    v1 = tmp_path / "v1"
+    v1.mkdir()
+    codec = Codec(DICTIONARY)
+    with contextlib.closing(sqlite3.connect(v1 / "old.sqlite")) as db:  # schema 1 in WAL, as the archive kept it
+        db.execute("PRAGMA journal_mode = WAL")
+        for statement in V1_SCHEMA:
+            db.execute(statement)
+        for i in range(5):
+            db.execute("INSERT INTO packets(received_s, raw, valid) VALUES (?, ?, 1)",
+                       (T0_S + i, codec.encode_hk(AGENT_HK.sid, agent_hk_values(i), T0_S + i)))
+        db.commit()
+    before = (v1 / "old.sqlite").read_bytes()
+    assert sorted(p.name for p in v1.iterdir()) == ["old.sqlite"]
+    assert archive_cli("upgrade", "--db", str(v1 / "old.sqlite"), "--out", str(tmp_path / "new.sqlite")) == 0
+    assert sorted(p.name for p in v1.iterdir()) == ["old.sqlite"]
+    assert (v1 / "old.sqlite").read_bytes() == before
+    with Archive(tmp_path / "new.sqlite", create=False) as archive:
+        assert archive.counts()["packets"] == 5
+
+
 # --- plots and pipes -------------------------------------------------------------------------
 
 
@@ -1705,6 +1743,87 @@ def test_export_and_query_read_a_window_a_page_at_a_time_and_give_what_one_read_
             np.nanmax(whole["cpu_pct"][1]))
         assert stats[2]["mean"] == pytest.approx(float(np.nanmean(whole["cpu_pct"][1])))
         assert stats[0]["first"] == utc_iso(T0_S) and stats[0]["last"] == utc_iso(T0_S + 44) and "min" not in stats[0]
+
+
+@pytest.mark.req("GND-010")
+def test_the_listings_read_a_page_at_a_time_and_print_what_one_read_prints(archive, capsys, monkeypatch):
+    """Found in audit: `archive events|commands|passes|files` without --limit read the whole window into a list before
+    printing a line (events keep up to 256 MB: 1.7 GB of memory for two million events). They read a page at a time
+    now, each page as the file is when it is read, and print what one read of the window printed: lines at one time
+    split between pages (events of several severities, commands, transfers, one pass's APIDs) in order, once."""
+    from ground.completeness import PassCounts, PassReport
+
+    codec = Codec(DICTIONARY)
+    with archive.batch():
+        for i in range(23):  # three at each time, of severities merged from three index ranges
+            t = T0_S + i // 3
+            name = ("PING_RECEIVED", "MODE_CHANGED", "SAFE_ENTERED")[i % 3]
+            args = {"token": i} if name == "PING_RECEIVED" else {"reason": f"r{i}"} | (
+                {"old": "IDLE", "new": "SAFE"} if name == "MODE_CHANGED" else {})
+            archive.record(decoded(codec, codec.encode_event(name, args, t)), t)
+    for i in range(11):
+        archive.record_command("NOOP", {"i": i}, 100 + i, "alice", T0_S + i // 3)
+        archive.record_file_transfer({"id": f"out-{i}", "requested_s": T0_S + i // 4, "direction": "up",
+                                      "who": "alice", "remote": f"data/{i}.bin", "local": f"{i}.bin", "state": "done"})
+    archive.record_passes([PassReport(1, T0_S + 600 * k, T0_S + 600 * k + 300, None, None, False,
+                                      ((0x10, PassCounts(k)), (0x11, PassCounts(1, k)))) for k in range(7)])
+    db = str(archive.path)
+    listings = ("events", "commands", "passes", "files")
+    whole = {}
+    for what in listings:  # one read of the whole window: --limit
+        assert archive_cli(what, "--db", db, "--limit", "1000") == 0
+        whole[what] = capsys.readouterr().out
+    assert len(whole["events"].splitlines()) == 23 and len(whole["passes"].splitlines()) == 1 + 7 * 3
+    for page in (1, 2, 4, 5000):
+        monkeypatch.setattr("ground.archive.LIST_PAGE", page)
+        for what in listings:
+            assert archive_cli(what, "--db", db) == 0
+            assert capsys.readouterr().out == whole[what], (what, page)
+        window = ("events", "--db", db, "--severity", "ACTIVITY_HI", "--from", str(T0_S + 1), "--to", str(T0_S + 5))
+        assert archive_cli(*window) == 0
+        paged = capsys.readouterr().out
+        assert archive_cli(*window, "--limit", "1000") == 0
+        assert paged == capsys.readouterr().out and len(paged.splitlines()) == 10
+    monkeypatch.setattr("ground.archive.LIST_PAGE", 2)
+    listing = archive.iter_events()  # read as it is taken: a page, not the whole window, read at a time
+    first = [next(listing).args for _ in range(2)]
+    archive.record(decoded(codec, codec.encode_event("PING_RECEIVED", {"token": 99}, T0_S + 100)), T0_S + 100)
+    assert first[0] == {"token": 0} and first[1]["reason"] == "r1" and [e.args for e in listing][-1] == {"token": 99}
+    assert [c.cmd_id for c in archive.iter_commands(name="NOOP")] == list(range(100, 111))
+    assert list(archive.iter_commands(spacecraft="sunlit-9")) == [] and list(archive.iter_passes(to_s=T0_S - 1)) == []
+    assert [t.ref for t in archive.iter_file_transfers(T0_S + 1, T0_S + 1)] == [f"out-{i}" for i in range(4, 8)]
+    for what in listings:  # nothing in the window: said, exit 1
+        assert archive_cli(what, "--db", db, "--from", str(T0_S + 10**6)) == 1
+        assert capsys.readouterr().out == ""
+
+
+@pytest.mark.req("GND-010")
+def test_archive_events_prints_as_it_reads_while_the_archive_is_written(archive):
+    """The same, through a real `sunlit-ground archive events` process: its output blocks in a pipe inside its first
+    page (a page is far more than a pipe holds), an event is recorded meanwhile (WAL: the reader is not in the writer's
+    way), and the listing, read on, ends with it. Read whole before printing (as it was), it never showed."""
+    from ground.archive import LIST_PAGE
+
+    codec = Codec(DICTIONARY)
+    with archive.batch():
+        for i in range(LIST_PAGE + 10):
+            t = T0_S + i / 8
+            archive.record(decoded(codec, codec.encode_event("PING_RECEIVED", {"token": i}, t)), t)
+    child = subprocess.Popen([sys.executable, "-m", "ground.archive_cli", "events", "--db", str(archive.path)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT, text=True)
+    try:
+        assert child.stdout.readline().endswith("PING_RECEIVED: Ping 0\n")
+        t = T0_S + 10_000
+        archive.record(decoded(codec, codec.encode_event("PING_RECEIVED", {"token": 99999}, t)), t)
+        rest = child.stdout.read().splitlines()
+        assert child.wait(timeout=60) == 0, child.stderr.read()
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+        child.stdout.close()
+        child.stderr.close()
+    assert len(rest) == LIST_PAGE + 10 and rest[-1].endswith("PING_RECEIVED: Ping 99999")
 
 
 @pytest.mark.system
