@@ -7,8 +7,9 @@ follow the transfer to its end, with its progress, and the exit code says how it
 ``--direct LINK`` runs a CFDP entity of its own on the agent's link, for the bench: its file
 area is ``--area`` (``var/ground-files/direct``), nothing goes to the server's archive.
 
-- ``put LOCAL NAME``: LOCAL to the agent as NAME (under staging/, incoming/, data/, or sequences/NAME.toml: a stored
-  sequence, at most 64 KiB, checked on board as it arrives, SEQUENCE_STORED saying so). Ctrl-C cancels it:
+- ``put LOCAL NAME``: LOCAL to the agent as NAME (under staging/, incoming/, data/, at most 4 GiB through the server,
+  or sequences/NAME.toml: a stored sequence, at most 64 KiB, checked on board as it arrives, SEQUENCE_STORED saying
+  so). Ctrl-C cancels it:
   before the whole file reached the server the upload is cut off and the server keeps none of it; once it is
   there the CLI waits for the answer naming the transfer (Ctrl-C again: stop waiting, exit 6); then the transfer
   is cancelled on the server (``--direct``: here, its EOF(cancel) sent before the CLI ends) and the CLI says what
@@ -38,6 +39,8 @@ cancelled at Ctrl-C left on board is.
 from __future__ import annotations
 
 import argparse
+import functools
+import http.client
 import json
 import os
 import shlex
@@ -59,8 +62,8 @@ from flight.link.messages import EventRecord
 from ground.api import DEFAULT_SERVER, ApiClient, ServerClient, ServerError, load_token
 from ground.cli_args import count as _count, install_output, printable as _printable, seconds as _seconds, temp_beside
 from ground.client import CommandOutcomeUnknown, CommandTimeout, GroundClient, direct_client
-from ground.files import AGENT_REASON_WAIT_S, SETTLED, FileRecord, GroundFiles, check_remote, reason_to_come, \
-    sha256_file
+from ground.files import AGENT_REASON_WAIT_S, MAX_UPLOAD_BYTES, SETTLED, FileRecord, GroundFiles, check_remote, \
+    reason_to_come, sha256_file
 
 EXIT_FAILED, EXIT_INPUT, EXIT_NOT_CONFIRMED, EXIT_TIMEOUT, EXIT_AWAITING_APPROVAL, EXIT_UNKNOWN = 1, 2, 3, 4, 5, 6
 POLL_S = 0.5          # how often the server's list is read while following a transfer
@@ -125,13 +128,14 @@ def _api(args: argparse.Namespace) -> ApiClient:
 
 
 def _raw(api: ApiClient, method: str, path: str, query: dict[str, Any], data: Any = None,
-         headers: dict[str, str] | None = None) -> Any:
+         headers: dict[str, str] | None = None, opener: urllib.request.OpenerDirector | None = None) -> Any:
     """A request whose body or answer is a file: the open response (the caller reads and closes it)."""
     url = f"{api.server}{path}?{urllib.parse.urlencode({k: v for k, v in query.items() if v is not None})}"
     request = urllib.request.Request(url, data=data, method=method,
                                      headers={"Authorization": f"Bearer {api.token}", **(headers or {})})
     try:
-        return urllib.request.urlopen(request, timeout=max(api.timeout_s, 600.0))
+        timeout_s = max(api.timeout_s, 600.0)
+        return opener.open(request, timeout=timeout_s) if opener else urllib.request.urlopen(request, timeout=timeout_s)
     except urllib.error.HTTPError as exc:
         try:
             answer = json.loads(exc.read() or b"{}")
@@ -182,12 +186,56 @@ class _Upload:
 
     def __init__(self, f: Any, size: int):
         self.f, self.size, self.handed, self.committed = f, size, 0, size == 0
+        self.cut = False  # the server closed the connection as it came: nothing more is read, its answer is
 
     def read(self, n: int = -1) -> bytes:
+        if self.cut:
+            return b""
         data = self.f.read(n)
         self.handed += len(data)
         self.committed = self.committed or self.handed >= self.size or not data
         return data
+
+
+class _AnswerFirst:
+    """An upload's connection that reads the server's answer where it closed the connection while the body was
+    being sent: found in audit, a server refusing a put before reading it (413 for a file over its limit, said in
+    JSON) closes it, the send then fails (EPIPE, ECONNRESET), and urllib dropped the answer and said "cannot reach
+    the ground server: Broken pipe"."""
+
+    def __init__(self, *args: Any, body: _Upload, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.body = body
+
+    def send(self, data: Any) -> None:
+        if self.body.cut:
+            return
+        try:
+            super().send(data)  # type: ignore[misc]
+        except (BrokenPipeError, ConnectionResetError):
+            if not self.body.handed:
+                raise  # its headers did not go out: nothing the server could answer
+            self.body.cut = True  # what the server said, if anything, is read next (none: "cannot reach", as before)
+
+
+class _AnswerFirstHTTP(_AnswerFirst, http.client.HTTPConnection):
+    pass
+
+
+class _AnswerFirstHTTPS(_AnswerFirst, http.client.HTTPSConnection):
+    pass
+
+
+def _upload_opener(body: _Upload) -> urllib.request.OpenerDirector:
+    class Plain(urllib.request.HTTPHandler):
+        def http_open(self, req: Any) -> Any:
+            return self.do_open(functools.partial(_AnswerFirstHTTP, body=body), req)
+
+    class Secure(urllib.request.HTTPSHandler):
+        def https_open(self, req: Any) -> Any:
+            return self.do_open(functools.partial(_AnswerFirstHTTPS, body=body), req, context=self._context)
+
+    return urllib.request.build_opener(Plain(), Secure())
 
 
 def _upload(api: ApiClient, spacecraft: str, local: Path, name: str, args: argparse.Namespace) \
@@ -215,7 +263,8 @@ def _upload(api: ApiClient, spacecraft: str, local: Path, name: str, args: argpa
         previous = signal.signal(signal.SIGINT, on_sigint) if ours else None
         try:
             with _raw(api, "POST", "/api/files/put", query, body,
-                      {"Content-Type": "application/octet-stream", "Content-Length": str(size)}) as resp:
+                      {"Content-Type": "application/octet-stream", "Content-Length": str(size)},
+                      _upload_opener(body)) as resp:
                 return json.loads(resp.read()), bool(interrupted)
         except KeyboardInterrupt:
             if not interrupted:  # the server never had the whole file: it drops what it had (docs/ground-api.md)
@@ -298,7 +347,12 @@ def _cancel_put(api: ApiClient, spacecraft: str, record: dict[str, Any], name: s
 def _put_server(args: argparse.Namespace, local: Path, name: str) -> int:
     api = _api(args)
     spacecraft = args.spacecraft or api.default_spacecraft()
-    answer, interrupted = _upload(api, spacecraft, local, name, args)
+    try:
+        answer, interrupted = _upload(api, spacecraft, local, name, args)
+    except ServerError as exc:
+        if exc.status == 413:  # a server of a smaller limit than this CLI knows: bad input, as refused here (2)
+            raise FileCliError(str(exc)) from None
+        raise
     if isinstance(answer, int):
         return answer
     record = answer
@@ -428,8 +482,12 @@ def _cmd_put(args: argparse.Namespace) -> int:
     local = Path(args.local)
     if not local.is_file():
         raise FileCliError(f"{local}: not a readable file")
-    name = _checked(args.name, "up", local.stat().st_size)
+    size = local.stat().st_size
+    name = _checked(args.name, "up", size)
     if not args.direct:
+        if size > MAX_UPLOAD_BYTES:  # as the server says it, before a byte is sent (or a login asked for)
+            raise FileCliError(f"refused before sending: name: {name!r} is {size} bytes; a file put through the "
+                               f"server is at most {MAX_UPLOAD_BYTES} bytes ({MAX_UPLOAD_BYTES >> 30} GiB)")
         return _put_server(args, local, name)
     client, files = _direct_files(args)
     before = set(files.records)

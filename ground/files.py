@@ -90,6 +90,10 @@ ASIDE_MAX = 1_000_000          # earlier files of one name kept beside it (aside
 AGENT_SAYS = "; the agent says: "  # before the agent's reason on a put that failed (its FILE_FAILED)
 RECEIVER_SAYS = "the receiver says "  # the Finished PDU's condition, a put the agent refused (flight/files/entity.py)
 AGENT_REASON_WAIT_S = 3.0      # how long a client waits for the agent's reason on such a put before it shows it
+# One upload to the ground server (its PUT body); the agent's disk reserve decides what it takes. Here, not in
+# ground/server.py (aiohttp), so the CLI refuses a larger file before sending it (found in audit: it sent until the
+# server cut it off, then said "cannot reach the ground server: Broken pipe").
+MAX_UPLOAD_BYTES = 4 << 30
 
 
 def reason_to_come(record: dict[str, Any]) -> bool:
@@ -931,5 +935,5 @@ def _unlink(path: Path) -> None:
 
 
 __all__ = ["AGENT_ENTITY_ID", "DOWNLINK_DEPTH", "DOWNLINK_TOPS",
-           "GROUND_ENTITY_ID", "UPLINK_TOPS", "CommandOutcome", "FileError", "FileGone",
+           "GROUND_ENTITY_ID", "MAX_UPLOAD_BYTES", "UPLINK_TOPS", "CommandOutcome", "FileError", "FileGone",
            "FileRecord", "GroundFiles", "aside_name", "check_remote", "client_sender", "sha256_file"]

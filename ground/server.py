@@ -79,7 +79,7 @@ from ground.alarms import Alarm, AlarmManager, LimitStore, ladder_error, not_a_n
 from ground.auth import PARALLEL_CHECKS, AuthError, Role, Session, Sessions, UserStore, csrf_ok
 from ground.client import GroundClient, Received
 from ground.completeness import PASS_GAP_S, CompletenessTracker
-from ground.files import CommandOutcome, FileError, FileGone, FileRecord, GroundFiles, check_remote
+from ground.files import MAX_UPLOAD_BYTES, CommandOutcome, FileError, FileGone, FileRecord, GroundFiles, check_remote
 from ground.queue import CommandQueue, Entry, QueueError, State, Timeouts
 from ground.server_config import DEFAULT_SPACECRAFT, ServerConfig, SpacecraftConfig, check_spacecraft_id
 from ground.web.hub import (
@@ -121,7 +121,6 @@ STATUS_ASK_S = 60.0  # a COMMAND_STATUS question unanswered this long is forgott
 HEARD_LATELY_S = 5.0  # the agent was heard this recently: a question asked now is answered now
 KEEP_PASS_VIEWS = 200  # passes /api/passes answers from memory when the server keeps no archive
 FILE_CALL_TIMEOUT_S = 10.0  # a request handed to a link thread that does not answer in this long: 503
-MAX_UPLOAD_BYTES = 4 << 30  # one upload (PUT body); the agent's disk reserve decides what it takes
 UPLOAD_BLOCK_BYTES = 1 << 20  # an upload is handed to a worker to write and hash this much at a time
 # Logins check their password (argon2: tens of ms and MiB on purpose) in workers of their own, as many as auth
 # lets run at once, and uploads write and sync in theirs (found in audit: both shared the event loop's default
