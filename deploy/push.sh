@@ -62,7 +62,10 @@ TARGET="$USER_AT$HOST"
 RSYNC=(rsync -az --delete --human-readable
        --exclude=/.venv --exclude=/.git --exclude=/reports --exclude=/var --exclude=/build
        --exclude='*.egg-info' --exclude=__pycache__ --exclude=.pytest_cache --exclude='*.pyc'
+       --exclude=/etc --exclude=/runs --exclude='*.key' --exclude='*.key_secret'
        --exclude=/.sunlit-push -e ssh "$SRC/" "$TARGET:$DIR/")
+# /etc, *.key: the README's ground users file and an operator's keys, made in a checkout (found in review: a model's
+# signing key and the users' password hashes went to the board with the code)
 # Before rsync --delete: DIR on the board is new, empty, or ours (marker), else stop.
 GUARD="d=$(printf '%q' "$DIR"); if [ -e \"\$d\" ] && [ ! -e \"\$d/.sunlit-push\" ] && [ -n \"\$(ls -A \"\$d\" 2>/dev/null)\" ]; then echo \"push.sh: \$d on the board is not empty and not from push.sh; not overwriting it\" >&2; exit 3; fi; mkdir -p \"\$d\" && touch \"\$d/.sunlit-push\""
 CHECK=(ssh "$TARGET" "$GUARD")

@@ -1567,7 +1567,7 @@ def test_push_dry_run_prints_rsync_and_remote_install(tmp_path):
     check, rsync, ssh = [line.strip() for line in out.splitlines()[1:4]]
     assert check.startswith("ssh ops@orin.local d=sunlit-src")
     assert rsync.startswith("rsync -az --delete") and rsync.endswith(f"{REPO}/ ops@orin.local:sunlit-src/")
-    for excluded in ("/.venv", "/.git", "/reports", "/var"):
+    for excluded in ("/.venv", "/.git", "/reports", "/var", "/etc", "/runs", "\\*.key", "\\*.key_secret"):
         assert f"--exclude={excluded} " in rsync
     assert ssh.startswith("ssh -t ops@orin.local sudo\\ bash\\ sunlit-src/deploy/install.sh\\ --source\\ sunlit-src")
     assert "serial:///dev/sunlit-link" in ssh
