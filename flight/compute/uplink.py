@@ -168,9 +168,10 @@ class UplinkChecks:
 
     def _trusted(self) -> dict[str, bytes]:
         if self.trusted_keys is None:
-            raise Refusal("a signed model needs trusted operator keys and none are configured: set [models] "
-                          "trusted_keys in the agent's configuration to a file of 'operator-name hex-public-key' "
-                          "lines (sunlit-ground model keygen prints one)", FailureCode.NOT_ALLOWED_IN_MODE)
+            # Within a report's reason (MAX_REASON_LEN: found in review, the hint at its end was cut off), and an
+            # execution error: the agent's configuration lacks it, no mode would take it
+            raise Refusal("no trusted operator keys: none are configured: set [models] trusted_keys to a file of "
+                          "'name hex-key' lines (sunlit-ground model keygen prints one)", FailureCode.EXECUTION_ERROR)
         try:
             return load_trusted_keys(self.trusted_keys)
         except PackageError as exc:
