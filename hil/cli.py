@@ -83,7 +83,8 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     cols = profile.columns
     t = cols["time_s"]
     info = {"samples": len(t), "start_s": float(t[0]), "duration_s": float(t[-1] - t[0]),
-            "columns": sorted(cols), "sunlit_fraction": float((cols["shadow_factor"] > 0.5).mean()),
+            # sunlit as generate says it (found in review: > 0.5 here, > 0 there: one file 0.6382 and 0.6402)
+            "columns": sorted(cols), "sunlit_fraction": round(float((cols["shadow_factor"] > 0).mean()), 4),
             "metadata": profile.metadata,
             "notes": list(profile.notes)}  # what reading it filled in or found doubtful (found in audit: unsaid here)
     from hil.report import json_text
