@@ -142,8 +142,10 @@ def test_store_providers_and_screening_together(tmp_path, card, held_out):
     assert abs(got - card["held_out"]["accuracy"]) <= ACCURACY_TOLERANCE
 
 
+@pytest.mark.timeout(660)  # a bound as its run's 600 s: 21 s quiet, past the suite's 120 s on a loaded machine (CI)
 def test_build_script_reproduces_the_shipped_model(tmp_path, card, held_out):
-    """The full build (a few seconds): same held-out set bit for bit, same accuracy within 0.01."""
+    """The full build (tens of seconds): same held-out set bit for bit, same accuracy within 0.01 (the weights need
+    not match the shipped ones bit for bit)."""
     pytest.importorskip("onnx")
     run = subprocess.run(
         [sys.executable, str(REPO / "scripts" / "build_cloud_model.py"), "--out", str(tmp_path)],
