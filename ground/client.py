@@ -360,7 +360,10 @@ class GroundClient:
                 self.last_internal_error = f"{type(exc).__name__}: {exc}"[:200]
         # The live sequence as the stream carries it, copies included (a reply's stream copy
         # keeps the count going); a played-back packet's count is old.
-        gap = self.gaps.observe(packet.apid, packet.seq_count, key[2]) if stream and not played_back else 0
+        # Judged by the agent's boots for the agent's packets only: the ground's own (APID GROUND, the server's
+        # playback containers) are numbered by the server, which has boots of its own (found in review)
+        at_ms = None if packet.apid == Apid.GROUND else key[2]
+        gap = self.gaps.observe(packet.apid, packet.seq_count, at_ms) if stream and not played_back else 0
         if error is not None:
             if new:
                 self.bad_packets += 1

@@ -222,6 +222,7 @@ class CompletenessTracker:
         self._held: dict[int, dict[int, tuple[_Pass, int]]] = {}
         self._boots: list[int] = []               # boot start times (packet time, ms), sorted
         self._boot_seen: dict[int, int] = {}      # boot start -> the latest packet time its housekeeping was seen
+        self._boot_first: dict[int, int] = {}     # boot start -> the earliest packet time its housekeeping was seen
         self._passes: list[_Pass] = []
         self._live_ms: int | None = None          # time of the newest live packet: "now" on the agent's clock
         self._newest_ms: int | None = None        # of any packet: "now" for a tracker that hears only playback
@@ -298,6 +299,8 @@ class CompletenessTracker:
         boot = near[0] if near else time_ms
         if seen_ms is not None and seen_ms > self._boot_seen.get(boot, -1):
             self._boot_seen[boot] = seen_ms
+        if seen_ms is not None and seen_ms < self._boot_first.get(boot, seen_ms + 1):
+            self._boot_first[boot] = seen_ms
 
     def _one_boot(self, from_ms: int, to_ms: int) -> bool:
         """Whether one boot is known to span ``from_ms`` to ``to_ms``: it began before the first and its
@@ -314,10 +317,17 @@ class CompletenessTracker:
         clock set back says nothing of the boots). For the live gap count (:class:`flight.link.packets.GapCounter`)."""
         if to_ms < from_ms:
             return None
-        b = bisect_right(self._boots, from_ms)
+        # Past the tolerance: a boot's start is packet time less uptime, each rounded (found in review: the first
+        # packet of a boot, 1 ms before its estimate, had that boot "between" it and the next: a restart, twice)
+        b = bisect_right(self._boots, from_ms + BOOT_TOLERANCE_MS)
         if b < len(self._boots) and self._boots[b] <= to_ms + BOOT_TOLERANCE_MS:
             return True
-        return False if self._one_boot(from_ms, to_ms) else None
+        if not self._one_boot(from_ms, to_ms):
+            return None
+        # And seen running by then: a board with no clock of its own restarts behind its old time, and the new
+        # boot's start falls before from_ms (found in review: a restart so was a wrap, 12 083 lost)
+        b = bisect_right(self._boots, from_ms) - 1
+        return False if self._boot_first.get(self._boots[b], to_ms + 1) <= from_ms else None
 
     def _reception(self, received_s: float) -> _Pass:
         """The pass this reception belongs to: the current one, or a new one after a silence."""
@@ -577,6 +587,7 @@ class CompletenessTracker:
             kept_from = bisect_left(self._boots, cutoff)
             for boot in self._boots[:kept_from]:
                 self._boot_seen.pop(boot, None)
+                self._boot_first.pop(boot, None)
             del self._boots[:kept_from]
             self._passes = [p for p in self._passes if p.last_ms is None or p.last_ms >= cutoff or
                             p is self._passes[-1]]

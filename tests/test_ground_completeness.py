@@ -22,7 +22,7 @@ from flight.link.apid import Apid
 from flight.link.definitions import DICTIONARY
 from flight.link.memory_link import MemoryLink
 from flight.link.messages import AckRun, Codec, Stage, Verification
-from flight.link.packets import Service, Subtype, pack_tm, unpack
+from flight.link.packets import GapCounter, Service, Subtype, pack_tm, unpack
 from ground.archive import Archive, ArchiveRecorder
 from ground.client import CommandOutcomeUnknown, CommandTimeout, GroundClient
 from ground.completeness import CompletenessTracker, Gap, PassCounts, PassReport, packet_key
@@ -122,11 +122,28 @@ def test_gaps_are_found_per_apid_in_time_order_and_never_across_a_boot():
 
     # What the live gap count asks (GapCounter): a boot between two packet times, one spanning them, or unknown.
     tracker = CompletenessTracker()
+    tracker.boot_at(1000, 1500)
     tracker.boot_at(1000, 5000)
     assert tracker.boot_between(2000, 4000) is False and tracker.boot_between(2000, 6000) is None
+    tracker.boot_at(7000, 7200)
     tracker.boot_at(7000, 8000)
-    assert tracker.boot_between(6000, 7500) is True and tracker.boot_between(7500, 7900) is False
+    assert tracker.boot_between(5500, 7500) is True and tracker.boot_between(7500, 7900) is False
     assert tracker.boot_between(7900, 7500) is None, "a clock set back says nothing of the boots"
+    # Found in review: a board with no clock of its own restarted behind its old time; the new boot's start fell
+    # before the last packet of the old one, and one boot "spanned" them: a wrap, 12 083 lost. Spanning needs
+    # the boot seen running by the first packet; else unknown.
+    tracker = CompletenessTracker()
+    tracker.boot_at(0, 3_600_000)
+    tracker.boot_at(3_030_000, 3_700_000)
+    assert tracker.boot_between(3_600_000, 3_700_000) is None
+    gaps = GapCounter(tracker.boot_between)
+    assert gaps.observe(0x10, 5000, 3_600_000) == 0 and gaps.observe(0x10, 700, 3_700_000) == 0
+    assert gaps.missing == 0 and gaps.restarts == 1
+    # and a boot's first packet, 1 ms before its start as packet time less uptime (each rounded) gives it, has
+    # that boot after it by the tolerance, not between it and the next packet: not a restart
+    tracker = CompletenessTracker()
+    tracker.boot_at(20_001, 20_000)
+    assert tracker.boot_between(20_000, 20_500) is not True
 
 
 @pytest.mark.req("GND-040")
