@@ -194,6 +194,7 @@ class ComputeSupervisor(Component):
         # audit: a worker that queued a job and died before its answer reached the agent had the command failed,
         # "send the command again", while the next worker ran the job from jobs.json: sent again, it ran twice)
         self._starts: dict[int, cp.StartJob] = {}
+        self._resent: set[int] = set()  # of those, the ones a worker took and stopped before it answered
         self._sock: zmq.Socket | None = None
         self._lock: DirectoryLock | None = None
         # The workers' stdout and stderr, one pipe for all of them, read by the loop: the agent alone writes their
@@ -599,6 +600,7 @@ class ComputeSupervisor(Component):
             for req_id, (_deadline, deferred, _) in list(self._requests.items()):
                 if req_id in self._starts and req_id not in {r.req_id for r in self._held}:
                     self._held.append(self._starts[req_id])  # the next worker queues it, or has it already
+                    self._resent.add(req_id)
                 elif req_id not in {r.req_id for r in self._held}:
                     del self._requests[req_id]
                     deferred.fail("the compute worker was restarted before it answered; send the command again")
@@ -661,11 +663,17 @@ class ComputeSupervisor(Component):
             if now >= deadline:
                 del self._requests[req_id]
                 self._held = [r for r in self._held if r.req_id != req_id]
+                # A start a stopped worker took may be in its jobs.json, run by the next (found in review: the
+                # failure read as "not done", and sent again the job ran twice)
+                taken = (f"; job {self._starts[req_id].job.job_id} may be queued yet (a worker took it, then "
+                         f"stopped): JOB_QUEUED or JOB_CANCEL says, before it is sent again"
+                         if req_id in self._resent and req_id in self._starts else "")
                 deferred.fail(f"the compute worker did not answer within "
-                              f"{self._timeouts_s.get(req_id, REQUEST_TIMEOUT_S):.0f} s (worker {self.state.value})",
-                              FailureCode.BUSY)
+                              f"{self._timeouts_s.get(req_id, REQUEST_TIMEOUT_S):.0f} s (worker {self.state.value})"
+                              f"{taken}", FailureCode.BUSY)
         self._timeouts_s = {k: v for k, v in self._timeouts_s.items() if k in self._requests}
         self._starts = {k: v for k, v in self._starts.items() if k in self._requests}
+        self._resent &= self._requests.keys()
 
     def file_in_use(self, name: str) -> str | None:
         """Whose ``name`` (a file-area name: ``checkpoints/job00003.ck``) is, where a job still to run needs it,
