@@ -171,12 +171,17 @@ class ApiClient:
                               "is the --server URL right, and is the server still running?",
                               maybe_taken=isinstance(exc, (http.client.RemoteDisconnected,
                                                            http.client.IncompleteRead))) from None
+        # A success that is not a Sunlit answer: a request that changes something may have been done (found in
+        # review: a command so answered was said as not sent)
+        taken = method != "GET"
         try:
             answer = json.loads(raw or b"{}")
         except ValueError:
-            raise ServerError(f"{url}: the answer is not JSON; is {self.server} a Sunlit ground server?") from None
+            raise ServerError(f"{url}: the answer is not JSON; is {self.server} a Sunlit ground server?",
+                              maybe_taken=taken) from None
         if not isinstance(answer, dict):  # every route answers an object (found in audit: `[]` was a traceback)
-            raise ServerError(f"{url}: the answer is not a JSON object; is {self.server} a Sunlit ground server?")
+            raise ServerError(f"{url}: the answer is not a JSON object; is {self.server} a Sunlit ground server?",
+                              maybe_taken=taken)
         return answer
 
     def get(self, path: str, **query: Any) -> Any:
