@@ -114,7 +114,7 @@ def pytest_collection_modifyitems(config, items):
 # --- no process outlives the tests ---------------------------------------------------------------
 
 RUN_MARK = "SUNLIT_TEST_RUN"  # in the environment of every process the tests start, and their children
-LEFTOVER_GRACE_S = 10.0  # a worker told by PR_SET_PDEATHSIG may still be checkpointing
+LEFTOVER_GRACE_S = 30.0  # a worker told by PR_SET_PDEATHSIG may still be checkpointing (slower on a loaded machine)
 
 
 def _processes_of_this_run(mark: str) -> list[int]:

@@ -142,7 +142,7 @@ def test_archive_holds_what_a_live_client_received(start_agent, make_client, ipc
     for name, args in (("NOOP", {}), ("PING", {"token": 5}), ("SET_MODE", {"mode": "COMPUTE"})):
         recorder.record_command(client.send(name, args), who="test")
     agent_hk = lambda: sum(isinstance(i.record, HkRecord) and i.record.packet is AGENT_HK for i in seen)  # noqa: E731
-    client.wait_for(lambda _: agent_hk() >= 6, 20.0)
+    client.wait_for(lambda _: agent_hk() >= 6, 60.0)  # a bound, not a measure: a loaded machine is slow
     recorder.close()
     assert recorder.statistics().pending == 0 and recorder.statistics().errors == 0
 

@@ -215,7 +215,7 @@ def _state(pid: int) -> str:
 
 
 def _wait_state(pid: int, want: str) -> bool:
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 30  # a bound: a process resumed runs (R) until a loaded machine schedules it
     while time.monotonic() < deadline:
         if _state(pid) == want:
             return True

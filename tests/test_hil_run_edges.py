@@ -37,7 +37,7 @@ def running_agent_pid(tmp: Path) -> int:
     """The pid of the agent a run under ``tmp`` (its $TMPDIR) started, once it runs: it holds its state
     directory's lock, its pid written in it."""
     lock = None
-    for _ in range(600):
+    for _ in range(1200):  # a bound (60 s and more), not a measure: a loaded machine starts a run's agent slowly
         lock = next(tmp.glob("sunlit-hil-*/state/.agent.lock"), None)
         if lock is not None and lock.read_text().strip():
             break

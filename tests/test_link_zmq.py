@@ -21,14 +21,18 @@ from ground.client import CommandTimeout
 from tests.samples import ORDERED, VALID_ARGS, sample_agent_args, sample_tc_keys, stage_sample_model
 
 
-def hk_where(client, predicate, timeout_s=10.0):
+# A bound, never a measure: an agent's answer on a loaded CI machine (8 test workers on 2 cores) may take seconds.
+WAIT_S = 30.0
+
+
+def hk_where(client, predicate, timeout_s=WAIT_S):
     """The next agent housekeeping (AGENT_HK) values that satisfy ``predicate``."""
     item = client.wait_for(lambda i: isinstance(i.record, HkRecord) and i.record.packet.name == "AGENT_HK"
                            and predicate(i.record.values), timeout_s)
     return item.record.values
 
 
-def event_named(client, name, timeout_s=10.0):
+def event_named(client, name, timeout_s=WAIT_S):
     """The first event ``name`` the client has received, waiting for it if it has not come yet."""
     for rec in client.events:
         if rec.event.name == name:
@@ -90,7 +94,7 @@ def test_refusals_carry_their_reason(start_agent, make_client, ipc_url):
     for i, (code, body) in enumerate(cases.items()):
         client.link.send(pack_tc(0x010, 100 + i, 8, 1, msgpack.packb(body)))
         report = client.wait_for(
-            lambda it, cid=body[1]: getattr(it.record, "cmd_id", None) == cid and not it.record.success, 10
+            lambda it, cid=body[1]: getattr(it.record, "cmd_id", None) == cid and not it.record.success, WAIT_S
         ).record
         assert report.stage is Stage.ACCEPTED and report.code is code and report.reason
     rejected = event_named(client, "COMMAND_REJECTED")
@@ -118,7 +122,7 @@ def test_corrupt_packets_are_counted_and_lose_nothing_else(start_agent, make_cli
                    for r in client.events)
 
     if not rest_said():  # hk_where may have read it already
-        client.wait_for(rest_said, 10)
+        client.wait_for(rest_said, WAIT_S)
     reasons = [r.args["reason"] for r in client.events if r.event.name == "BAD_PACKET"]
     assert any("CRC mismatch" in r for r in reasons) and any("telemetry packet" in r for r in reasons)
     assert any(r.startswith("2 more malformed packets refused, last: ") and "APID 0x123" in r for r in reasons)
@@ -144,7 +148,7 @@ def test_zeromq_messages_not_of_two_frames_are_said_and_lose_nothing_else(start_
                     "ZeroMQ message of 4 frames, expected 2 (an identity and a packet)"} <= set(reasons)
 
         if not said():
-            client.wait_for(said, 10)
+            client.wait_for(said, WAIT_S)
         values = hk_where(client, lambda v: v["tc_bad_packets"] >= 2)
         assert values["tc_bad_packets"] == 2 and values["cmd_executed"] == 1 and values["internal_errors"] == 0
     finally:
@@ -202,7 +206,7 @@ def test_a_retried_command_runs_once(start_agent, make_client, ipc_url):
         client.link.send(packet)
     completions = []
     client.wait_for(lambda it: getattr(it.record, "cmd_id", None) == cmd_id and it.record.stage is Stage.COMPLETED
-                    and completions.append(it) is None and len(completions) >= 3, 10)
+                    and completions.append(it) is None and len(completions) >= 3, WAIT_S)
     values = hk_where(client, lambda v: v["tc_duplicates"] == 2)
     assert values["cmd_executed"] == 1 and values["cmd_accepted"] == 1
 
@@ -239,7 +243,8 @@ def test_agent_restart_and_ground_restart_recover_by_themselves(start_agent, mak
     with pytest.raises(CommandTimeout):
         client.send("NOOP", timeout_s=1.0, attempt_timeout_s=0.3)
     start_agent(tcp_url)
-    result = client.send("PING", {"token": 5}, timeout_s=20.0, attempt_timeout_s=0.5, retries=40)
+    # the new agent's start is waited for as conftest's make_client does: 60 s, a loaded machine took over 20
+    result = client.send("PING", {"token": 5}, timeout_s=60.0, attempt_timeout_s=0.5, retries=120)
     assert result.completed
     hk_where(client, lambda v: v["cmd_executed"] >= 1)
     hk_where(client, lambda v: v["uptime_s"] > 0.3)
@@ -331,7 +336,7 @@ def test_a_stopping_agents_last_packets_leave_before_its_process_exits(short_dir
         "import os, time\n"
         "from flight.link.transport import open_flight_link\n"
         f"link = open_flight_link('zmq+ipc://{short_dir}/x')\n"
-        "for _ in range(1000):\n"
+        "for _ in range(6000):\n"  # a bound (60 s at least): the subscription comes once the link is bound
         "    link.receive()\n"
         "    if link.subscribers:\n"
         "        break\n"
@@ -478,7 +483,7 @@ def test_hostile_command_data_gets_a_final_report_and_no_fault(start_agent, make
     ]
     for i, (cmd_id, data, code) in enumerate(cases):
         client.link.send(pack_tc(0x010, 200 + i, 8, 1, data))
-        report = client.wait_for(lambda it, c=cmd_id: getattr(it.record, "cmd_id", None) == c, 10).record
+        report = client.wait_for(lambda it, c=cmd_id: getattr(it.record, "cmd_id", None) == c, WAIT_S).record
         assert (report.stage, report.success, report.code) == (Stage.ACCEPTED, False, code)
         assert len(report.reason) <= 240
     values = hk_where(client, lambda v: v["cmd_rejected"] == 2)
@@ -571,14 +576,14 @@ def test_a_sender_without_a_stream_gets_its_reports_directly(start_agent, make_c
         packet, cmd_id = codec.encode_command("NOOP", {}, None, 7)
         dealer.send(packet)
         stages = []
-        while len(stages) < 3 and dealer.poll(10_000):
+        while len(stages) < 3 and dealer.poll(int(WAIT_S * 1000)):
             report = codec.decode_tm(unpack(dealer.recv()))
             assert report.cmd_id == cmd_id
             stages.append(report.stage)
         assert stages == [Stage.ACCEPTED, Stage.STARTED, Stage.COMPLETED]
         # ... and the subscribed watcher saw them on the stream, once each.
         seen = watcher.wait_for(lambda i: getattr(i.record, "cmd_id", None) == cmd_id
-                                and getattr(i.record, "stage", None) == Stage.COMPLETED, 10)
+                                and getattr(i.record, "stage", None) == Stage.COMPLETED, WAIT_S)
         assert not seen.duplicate
     finally:
         dealer.close(0)

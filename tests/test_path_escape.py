@@ -225,7 +225,7 @@ class EscapeRig:
                 kept.rename(link)
 
     def send(self, command: str, args: dict[str, Any]) -> CommandResult:
-        return self.rig.client.send(command, args, timeout_s=10.0, retries=0)
+        return self.rig.client.send(command, args, timeout_s=30.0, retries=0)  # a bound: the worker answers some
 
     def attempt(self, case: Case, pattern: str, scheduled: bool = False) -> CommandResult:
         """Try ``pattern`` on ``case`` (as a time tag's command when ``scheduled``)."""

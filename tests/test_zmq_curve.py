@@ -28,7 +28,7 @@ from hil.agent_process import free_tcp_port_pair
 
 pytestmark = pytest.mark.system  # real sockets
 
-WAIT_S = 5.0
+WAIT_S = 30.0  # a bound on a wait for a condition, never a measure: a loaded CI machine is slow to hand shake
 
 
 @pytest.fixture
