@@ -114,6 +114,8 @@ class Console:
         self._shown_status = ""
         self._last_packet_s: float | None = None
         client.listeners.append(self._packet_seen)
+        if self.on_server:
+            self._start_from_greeting()
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._poller = threading.Thread(target=self._poll_forever, daemon=True)
@@ -146,6 +148,24 @@ class Console:
     def _packet_seen(self, item: Any) -> None:
         if item.packet is not None:
             self._last_packet_s = time.monotonic()
+
+    def _start_from_greeting(self) -> None:
+        """The values' ages, the link's silence and the agent's parameters as the server's greeting says them (found
+        in a README walk-through: the first status line read "link SILENT" and `tm` showed every value stale until
+        the next packets came, though the server had them fresh)."""
+        try:
+            state = self.client._greeting("latest", "status", "parameters")
+        except ServerError:
+            return  # one not as a Sunlit server sends it: values show stale until packets come
+        self.alarms.observe_parameters(state["parameters"])
+        now, now_mono = time.time(), time.monotonic()
+        for name, snap in state["latest"].items():
+            age = snap.get("age_s") if isinstance(snap, dict) else None
+            if name in self.client.latest and _age(age):
+                self.alarms.last_seen[name] = now - age
+        silent = state["status"].get("silent_s")
+        if _age(silent):
+            self._last_packet_s = now_mono - silent
 
     def stale_after_s(self) -> float:
         """Three of the agent's housekeeping periods (as it last reported ``hk_period_s``)."""
@@ -466,3 +486,8 @@ def _bound(key: str, text: str) -> float | None:
         return float(text)
     except ValueError:
         raise ValueError(f"{key}={text!r} is not a number (or none, to clear it)") from None
+
+
+def _age(value: Any) -> bool:
+    """A number of seconds since, as the greeting says one (never a bool, NaN or a negative)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < float("inf")

@@ -785,6 +785,32 @@ def test_the_console_and_procedures_work_through_the_server(ground, monkeypatch)
     assert names
 
 
+@pytest.mark.req("GND-020", "GND-005")
+def test_the_console_starts_from_the_servers_greeting(ground):
+    """Found in a README walk-through: a console's first status line said `link SILENT` and `tm` showed every
+    value `[stale]` for its first seconds, though the server's greeting carried fresh values and a link up."""
+    import io
+
+    from ground.console import Console
+
+    link = ground.links["sunlit-1"]
+    wait_until(lambda: "mode" in link.snapshot()["latest"] and not link.status()["link_silent"], what="the link up")
+    client = client_for(ground, "alice")
+    try:
+        greeting = client.server_link.hello["states"]["sunlit-1"]
+        assert not greeting["status"]["link_silent"] and not greeting["latest"]["mode"]["stale"], greeting
+        out = io.StringIO()
+        console = Console(client, out=out, colour=False)  # nothing polled yet: only what the greeting said
+        assert not console.alarms.stale("mode")  # before `tm` polls: a packet it takes in may hide the defect
+        console.handle("status")
+        console.handle("tm mode")
+        text = out.getvalue()
+        assert "link ok" in text and "SILENT" not in text, text
+        assert "mode = " in text and "[stale]" not in text, text
+    finally:
+        client.close()
+
+
 @pytest.mark.req("GND-025")
 def test_cli_events_shows_history_then_follows(ground, tmp_path):
     alice = client_for(ground, "alice")
